@@ -1,0 +1,24 @@
+"""Dataset registry.  Adding a dataset: one module with a ``@register_dataset`` class, imported below."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..registry import Registry
+from .base import LABELS, Batch, DatasetArgs, GroupDataset, Split, TensorSplit
+
+DATASETS: Registry[type[GroupDataset]] = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+def load_dataset(name: str, args: dict[str, Any] | None, data_seed: int,
+                 data_dir: Path) -> GroupDataset:
+    cls = DATASETS.get(name)
+    return cls(Path(data_dir), cls.Args.parse(args or {}), data_seed)
+
+
+# Importing the modules registers the datasets.
+from . import toy  # noqa: E402,F401
+
+__all__ = ["DATASETS", "LABELS", "Batch", "DatasetArgs", "GroupDataset", "Split", "TensorSplit",
+           "load_dataset", "register_dataset"]

@@ -1,0 +1,83 @@
+"""Raw sources: MNIST, FashionMNIST and CIFAR-10 as uint8 tensors, read from the data dir.
+
+MNIST and FashionMNIST go through torchvision's normal ``download=True`` path: with the original
+archives in ``<data_dir>/<Name>/raw`` it verifies and extracts them without any network.
+CIFAR-10 is read from torchvision's own files when they exist, else from ``cifar10.npz``
+(keys x_train, y_train, x_test, y_test; uint8 NHWC), decoded once and cached as tensors.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..cache import cached_tensors
+from ..errors import UserError
+
+DATA_ENV = "DOMAINBED_SC_DATA"
+HOW_TO_GET = ("copy the shared data folder there, set --data-dir / ${env}, "
+              "or run `domainbed-sc download {what} --data-dir {dir}`")
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """--data-dir, else $DOMAINBED_SC_DATA, else ./data."""
+    return Path(data_dir or os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+
+
+def missing_data(what: str, path: Path, data_dir: Path) -> UserError:
+    how = HOW_TO_GET.format(env=DATA_ENV, what=what.lower(), dir=data_dir)
+    return UserError(f"{what} not found at {path}: {how}")
+
+
+def cache_dir(data_dir: Path) -> Path:
+    return data_dir / "cache"
+
+
+def _torchvision_mnist(cls_name: str, data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
+    from torchvision import datasets
+
+    raw = data_dir / cls_name / "raw"
+    cls = getattr(datasets, cls_name)
+    needed = [raw / url.rsplit("/", 1)[-1] for url, _ in cls.resources]
+    extracted = [p.with_suffix("") for p in needed]
+    if not all(p.exists() or q.exists() for p, q in zip(needed, extracted)):
+        raise missing_data(cls_name, raw, data_dir)
+    ds = cls(root=str(data_dir), train=train, download=True)
+    return ds.data.clone(), ds.targets.clone()
+
+
+def mnist(data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
+    """(images uint8 [N, 28, 28], labels int64 [N])."""
+    return _torchvision_mnist("MNIST", data_dir, train)
+
+
+def fashion_mnist(data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
+    return _torchvision_mnist("FashionMNIST", data_dir, train)
+
+
+def _read_cifar10(data_dir: Path) -> dict[str, Tensor]:
+    tv_dir = data_dir / "cifar-10-batches-py"
+    if tv_dir.exists():
+        from torchvision import datasets
+
+        parts = [datasets.CIFAR10(root=str(data_dir), train=t, download=False) for t in (True, False)]
+        arrays = [(p.data, np.asarray(p.targets)) for p in parts]
+    else:
+        npz = data_dir / "cifar10.npz"
+        if not npz.exists():
+            raise missing_data("CIFAR-10", npz, data_dir)
+        with np.load(npz) as d:
+            arrays = [(d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])]
+    out = {}
+    for split, (x, y) in zip(("train", "test"), arrays):
+        out[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
+        out[f"y_{split}"] = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    return out
+
+
+def cifar10(data_dir: Path) -> dict[str, Tensor]:
+    """x_train [50000, 3, 32, 32] uint8, y_train, x_test [10000, 3, 32, 32], y_test."""
+    return cached_tensors(cache_dir(data_dir), "cifar10", {"v": 1}, lambda: _read_cifar10(data_dir))

@@ -1,7 +1,8 @@
 """A tiny synthetic dataset with a planted spurious attribute, for tests and quick checks.
 
-Images are 2×8×8.  Channel 0 carries the label through a fixed pattern (weak, noisy); channel 1
-carries the spurious attribute s through a strong uniform shift.  In training s agrees with y
+Images are 2×8×8.  Channel 0 carries the label through a fixed ±1 pattern scaled by
+``core_strength`` under unit noise (weak: a linear model reaches roughly 85-90%); channel 1 carries
+the spurious attribute s through a strong uniform shift, so ERM leans on s.  In training s agrees with y
 with probability ``correlation`` (per environment, so environment 1 is less spurious), in
 ``test`` the agreement is ``test_correlation``.  It provides s, g and e.
 """
@@ -21,7 +22,8 @@ class ToyArgs(DatasetArgs):
     n_test: int = 256
     correlation: float = 0.9
     test_correlation: float = 0.1
-    noise: float = 0.5
+    noise: float = 1.0
+    core_strength: float = 0.15
 
 
 @register_dataset("toy")
@@ -56,6 +58,6 @@ class Toy(GroupDataset):
         agree = torch.rand(n, generator=gen) < p_agree
         s = torch.where(agree, y, 1 - y)
         x = torch.randn(n, 2, 8, 8, generator=gen) * self.args.noise
-        x[:, 0] += (2 * y - 1).float()[:, None, None] * pattern * 0.5
+        x[:, 0] += (2 * y - 1).float()[:, None, None] * pattern * self.args.core_strength
         x[:, 1] += (2 * s - 1).float()[:, None, None] * 2.0
         return TensorSplit(x, y, s, e, num_attributes=self.num_attributes)

@@ -1,0 +1,129 @@
+"""The algorithm interface (SPEC §0, DomainBed style).
+
+An algorithm is one small ``nn.Module`` class: ``update(batches) -> dict of losses`` and
+``predict(x) -> logits``.  ``batches`` is a list of ``Batch``: one per training environment with
+the ``uniform_env`` sampler, a single one otherwise.  It owns its optimizers, declares the
+training-time labels it ``requires`` (a subset of "s", "g", "e") and its hyperparameter space
+``HPARAMS`` (merged with its base classes').  Multi-stage methods override ``on_epoch``, which the
+trainer calls at every epoch boundary and once more after the last step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..datasets.base import Batch
+from ..hparams import HParam, choice, log_uniform, non_negative, one_of, positive, pow2_int
+from ..networks import Featurizer, build_featurizer
+
+if TYPE_CHECKING:
+    from ..training.trainer import EpochContext
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What an algorithm may know about the dataset it trains on."""
+
+    num_classes: int
+    num_attributes: int
+    num_groups: int
+    num_envs: int
+    input_shape: tuple[int, ...]
+    train_group_counts: tuple[int, ...]
+    steps_per_epoch: int
+    total_steps: int
+
+
+#: Hyperparameters every algorithm has (SPEC §4.1: DomainBed's ERM space).
+COMMON_HPARAMS: dict[str, HParam] = {
+    "lr": HParam(1e-3, log_uniform(-4.5, -2.5), positive, large=(5e-5, log_uniform(-5, -3.5))),
+    "weight_decay": HParam(0.0, None, non_negative, large=(0.0, log_uniform(-6, -2))),
+    "batch_size": HParam(64, pow2_int(3, 9), positive, large=(32, pow2_int(3, 5.5))),
+    "optimizer": HParam("adam", None, one_of("adam", "sgd")),
+    "momentum": HParam(0.9, None, non_negative, "SGD momentum"),
+    "nesterov": HParam(False),
+    "lr_milestones": HParam([], None, None, "epochs at which the lr is multiplied by lr_gamma"),
+    "lr_gamma": HParam(0.1, None, positive),
+    "arch": HParam("mlp", None, None, "backbone name (datasets set their own default)"),
+    "pretrained": HParam("none", None, None, "torchvision weights name for ResNets, or none"),
+    "resnet_dropout": HParam(0.0, None, non_negative, large=(0.0, choice([0.0, 0.1, 0.5]))),
+    "sampler": HParam("random", None, one_of("random", "uniform_group", "uniform_env")),
+}
+
+
+class Algorithm(nn.Module):
+    requires: ClassVar[frozenset[str]] = frozenset()
+    HPARAMS: ClassVar[dict[str, HParam]] = COMMON_HPARAMS
+    name: ClassVar[str]
+
+    def __init__(self, task: TaskInfo, hparams: dict[str, Any]):
+        super().__init__()
+        self.task = task
+        self.hparams = hparams
+
+    # -- the interface -------------------------------------------------------------------
+    def update(self, batches: list[Batch]) -> dict[str, Tensor | float]:
+        raise NotImplementedError
+
+    def predict(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def on_epoch(self, ctx: "EpochContext") -> None:
+        """Called at the start of every epoch and once after training (multi-stage methods)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-tensor state to checkpoint beyond parameters, buffers and optimizers."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    @classmethod
+    def space(cls) -> dict[str, HParam]:
+        """The full hyperparameter space: the class's HPARAMS over its bases'."""
+        merged: dict[str, HParam] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(getattr(klass, "__dict__", {}).get("HPARAMS", {}))
+        return merged
+
+    # -- helpers for subclasses ----------------------------------------------------------
+    def make_featurizer(self) -> Featurizer:
+        hp = self.hparams
+        return build_featurizer(hp["arch"], self.task.input_shape, pretrained=hp["pretrained"],
+                                dropout=hp["resnet_dropout"])
+
+    def make_optimizer(self, params, lr: float | None = None,
+                       weight_decay: float | None = None) -> torch.optim.Optimizer:
+        hp = self.hparams
+        lr = hp["lr"] if lr is None else lr
+        wd = hp["weight_decay"] if weight_decay is None else weight_decay
+        if hp["optimizer"] == "sgd":
+            return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=hp["momentum"],
+                                   nesterov=hp["nesterov"])
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer):
+        """MultiStepLR over steps, from ``lr_milestones`` given in epochs (None when empty)."""
+        milestones = [int(m * self.task.steps_per_epoch) for m in self.hparams["lr_milestones"]]
+        if not milestones:
+            return None
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, self.hparams["lr_gamma"])
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        stateful = {k: v.state_dict() for k, v in vars(self).items() if _is_stateful(v)}
+        return {"module": self.state_dict(), "optim": stateful, "extra": self.extra_state()}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        # extra state first: it may rebuild optimizers (e.g. a stage change) before they load
+        self.load_extra_state(state["extra"])
+        self.load_state_dict(state["module"])
+        for k, v in vars(self).items():
+            if _is_stateful(v) and k in state["optim"]:
+                v.load_state_dict(state["optim"][k])
+
+
+def _is_stateful(obj: Any) -> bool:
+    return isinstance(obj, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))

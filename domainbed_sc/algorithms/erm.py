@@ -1,0 +1,37 @@
+"""ERM: mean cross-entropy (SPEC §4.1).  Also the base class of most other algorithms."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..datasets.base import Batch
+from . import register_algorithm
+from .base import Algorithm, TaskInfo
+
+
+@register_algorithm("ERM")
+class ERM(Algorithm):
+    def __init__(self, task: TaskInfo, hparams):
+        super().__init__(task, hparams)
+        self.featurizer = self.make_featurizer()
+        self.classifier = nn.Linear(self.featurizer.n_outputs, task.num_classes)
+        self.network = nn.Sequential(self.featurizer, self.classifier)
+        self.optimizer = self.make_optimizer(self.network.parameters())
+        self.scheduler = self.make_scheduler(self.optimizer)
+
+    def step(self, loss: Tensor) -> None:
+        """One optimizer step on ``loss`` (and one scheduler step)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
+        b = Batch.cat(batches)
+        loss = F.cross_entropy(self.predict(b.x), b.y)
+        self.step(loss)
+        return {"loss": loss.detach()}
+
+    def predict(self, x: Tensor) -> Tensor:
+        return self.network(x)

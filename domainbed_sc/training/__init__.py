@@ -1,0 +1,1 @@
+"""One training run: samplers, evaluation, records and the resumable trainer."""

@@ -1,0 +1,110 @@
+"""Training samplers (SPEC §1.3): which example indices make up the minibatch of each step.
+
+Every sampler is a pure function of (seed, step, weights): ``indices(step)`` recomputes what it
+needs from a generator seeded by the step or epoch.  So a resumed run draws exactly the batches
+an uninterrupted one would, prefetching workers can run ahead freely, and the only state to
+checkpoint is the weights (which JTT changes between its stages).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from ..hparams import seed_hash
+
+
+def _generator(*key: Any) -> torch.Generator:
+    return torch.Generator().manual_seed(seed_hash(*key))
+
+
+class Sampler:
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        self.seed = seed
+        self.steps_per_epoch = max(1, n // self.batch_size)
+
+    def indices(self, step: int) -> list[Tensor]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class RandomSampler(Sampler):
+    """i.i.d. shuffling: a fresh permutation every epoch, full batches only."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        super().__init__(n, batch_size, seed)
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> list[Tensor]:
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=_generator(self.seed, epoch))
+        return [self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]]
+
+
+class WeightedSampler(Sampler):
+    """Draws each batch with replacement, P(i) ∝ weights[i] (uniform_group, JTT's upsampling)."""
+
+    def __init__(self, weights: Tensor, batch_size: int, seed: int):
+        super().__init__(len(weights), batch_size, seed)
+        self.set_weights(weights)
+
+    def set_weights(self, weights: Tensor) -> None:
+        if len(weights) != self.n or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+            raise ValueError("sampling weights must be non-negative, one per example, not all 0")
+        self.weights = weights.double().cpu()
+
+    def indices(self, step: int) -> list[Tensor]:
+        gen = _generator(self.seed, step)
+        return [torch.multinomial(self.weights, self.batch_size, replacement=True, generator=gen)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.set_weights(state["weights"])
+
+
+def group_weights(g: Tensor) -> Tensor:
+    """Per-example weight 1/n_{g(i)}: every non-empty group is drawn equally often."""
+    counts = torch.bincount(g)
+    return 1.0 / counts[g].double()
+
+
+class EnvSampler(Sampler):
+    """DomainBed's uniform_env: one batch of ``batch_size`` from each training environment."""
+
+    def __init__(self, e: Tensor, batch_size: int, seed: int):
+        super().__init__(len(e), batch_size, seed)
+        self.envs = [torch.nonzero(e == k).flatten() for k in range(int(e.max()) + 1)]
+        self.envs = [idx for idx in self.envs if len(idx) > 0]
+        self.samplers = [RandomSampler(len(idx), batch_size, seed_hash(seed, k))
+                         for k, idx in enumerate(self.envs)]
+        self.steps_per_epoch = min(s.steps_per_epoch for s in self.samplers)
+
+    def indices(self, step: int) -> list[Tensor]:
+        return [idx[s.indices(step)[0]] for idx, s in zip(self.envs, self.samplers)]
+
+
+def make_sampler(kind: str, train_g: Tensor, train_e: Tensor, batch_size: int, seed: int) -> Sampler:
+    train_g, train_e = train_g.cpu(), train_e.cpu()
+    if kind == "random":
+        return RandomSampler(len(train_g), batch_size, seed)
+    if kind == "uniform_group":
+        if bool((train_g < 0).any()):
+            raise UserError("sampler uniform_group needs group labels on every training example")
+        return WeightedSampler(group_weights(train_g), batch_size, seed)
+    if kind == "uniform_env":
+        if bool((train_e < 0).any()):
+            raise UserError("sampler uniform_env needs an environment label on every training example")
+        return EnvSampler(train_e, batch_size, seed)
+    raise UserError(f"unknown sampler {kind!r}; known: random, uniform_group, uniform_env")

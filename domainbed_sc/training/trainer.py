@@ -1,0 +1,237 @@
+"""One resumable training run: ``train(RunArgs, RunOptions)``.
+
+Order of effects, which is what makes resume exact: at each checkpoint the record is appended
+first, then ``checkpoint.pt`` (model, optimizers, sampler, RNG state, step) is written
+atomically.  A restarted run loads the checkpoint, drops records past its step and continues;
+samplers are pure functions of the step, so the remaining batches are the ones an uninterrupted
+run would draw.  ``done`` is written last.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from ..algorithms import ALGORITHMS, Algorithm, TaskInfo
+from ..cache import atomic_torch_save, atomic_write_bytes
+from ..datasets import GroupDataset, load_dataset
+from ..datasets.base import Batch
+from ..errors import UserError
+from ..hparams import draw, seed_hash
+from .evaluation import predict_split, split_metrics
+from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
+from .samplers import Sampler, make_sampler
+
+LABEL_NAMES = {"s": "spurious-attribute labels (s)", "g": "group labels (g)", "e": "environment labels (e)"}
+SAMPLER_NEEDS = {"uniform_group": "g", "uniform_env": "e"}
+
+
+@dataclass
+class RunOptions:
+    """Where and how to run; none of it changes the results (so none of it is hashed)."""
+
+    output_dir: Path
+    data_dir: Path
+    device: str = "auto"
+    eval_batch_size: int = 2048
+    progress: bool = True
+
+
+@dataclass
+class EpochContext:
+    """What ``Algorithm.on_epoch`` may use: the data, the sampler, and whole-split prediction."""
+
+    epoch: int
+    step: int
+    final: bool
+    dataset: GroupDataset
+    sampler: Sampler
+    device: torch.device
+    eval_batch_size: int
+    out_dir: Path
+    extra: dict[str, Any] = field(default_factory=dict)  # logged in the next record
+
+    def predict(self, algorithm: Algorithm, split: str = "train") -> Tensor:
+        return predict_split(algorithm, self.dataset.splits[split], self.eval_batch_size, self.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def required_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
+    needs = set(getattr(algorithm_cls, "required_labels", lambda hp: algorithm_cls.requires)(hparams))
+    if hparams["sampler"] in SAMPLER_NEEDS:
+        needs.add(SAMPLER_NEEDS[hparams["sampler"]])
+    return needs
+
+
+def check_requirements(algorithm_cls: type[Algorithm], hparams: dict[str, Any], ds: GroupDataset) -> None:
+    for label in sorted(required_labels(algorithm_cls, hparams) - set(ds.provides)):
+        raise UserError(f"algorithm {algorithm_cls.name} (sampler {hparams['sampler']}) needs "
+                        f"{LABEL_NAMES[label]}, which dataset {ds.name} does not provide")
+    if hparams["sampler"] == "uniform_env" and ds.num_envs < 2:
+        raise UserError(f"algorithm {algorithm_cls.name} needs at least 2 training environments; "
+                        f"dataset {ds.name} has {ds.num_envs}")
+
+
+def resolve_hparams(args: RunArgs, ds: GroupDataset) -> tuple[type[Algorithm], dict[str, Any]]:
+    cls = ALGORITHMS.get(args.algorithm)
+    hparams = draw(cls.space(), seed_hash(args.dataset, args.algorithm, args.hparams_seed)
+                   if args.hparams_seed else 0, ds.small_images, ds.default_hparams, args.hparams)
+    return cls, hparams
+
+
+def total_steps(args: RunArgs, steps_per_epoch: int) -> int:
+    if args.steps is not None and args.epochs is not None:
+        raise UserError("give --steps or --epochs, not both")
+    if args.steps is not None:
+        return int(args.steps)
+    return max(1, round((args.epochs if args.epochs is not None else 1.0) * steps_per_epoch))
+
+
+class Run:
+    """The state of one run in progress; ``Run(...).execute()`` trains it to the end."""
+
+    def __init__(self, args: RunArgs, opts: RunOptions):
+        self.args, self.opts = args, opts
+        self.out_dir = Path(opts.output_dir)
+        self.device = resolve_device(opts.device)
+        self.ds = load_dataset(args.dataset, args.dataset_args, args.data_seed, opts.data_dir)
+        self.alg_cls, self.hparams = resolve_hparams(args, self.ds)
+        check_requirements(self.alg_cls, self.hparams, self.ds)
+        self.ds.to(self.device)
+        self.seed = seed_hash(args.dataset, args.algorithm, args.hparams_seed, args.trial_seed)
+        train = self.ds.splits["train"]
+        self.sampler = make_sampler(self.hparams["sampler"], train.g, train.e,
+                                    self.hparams["batch_size"], self.seed)
+        self.total = total_steps(args, self.sampler.steps_per_epoch)
+        self.freq = args.checkpoint_freq or (self.sampler.steps_per_epoch if args.steps is None else 100)
+        self.group_counts = self.ds.train_group_counts()
+        torch.manual_seed(self.seed)
+        self.algorithm = self.alg_cls(self._task(), self.hparams).to(self.device)
+        self.step, self.elapsed = 0, 0.0
+        self.loss_sums: dict[str, Tensor] = {}
+        self.loss_count = 0
+        self.extra: dict[str, Any] = {}
+
+    def _task(self) -> TaskInfo:
+        return TaskInfo(self.ds.num_classes, self.ds.num_attributes, self.ds.num_groups,
+                        self.ds.num_envs, tuple(self.ds.input_shape),
+                        tuple(self.group_counts.tolist()), self.sampler.steps_per_epoch, self.total)
+
+    # -- checkpointing -------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = {"step": self.step, "elapsed": self.elapsed, "algorithm": self.algorithm.checkpoint_state(),
+                 "sampler": self.sampler.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        atomic_torch_save(state, self.out_dir / CHECKPOINT)
+
+    def try_resume(self) -> None:
+        path = self.out_dir / CHECKPOINT
+        if not path.exists():
+            (self.out_dir / RESULTS).unlink(missing_ok=True)  # records without a checkpoint are stale
+            return
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.algorithm.load_checkpoint_state(state["algorithm"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng"].cpu())
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        truncate_records(self.out_dir / RESULTS, self.step)
+        logging.getLogger(__name__).info("resumed from step %d", self.step)
+
+    # -- the loop ------------------------------------------------------------------------
+    def epoch_hook(self, final: bool) -> None:
+        ctx = EpochContext(self.step // self.sampler.steps_per_epoch, self.step, final, self.ds,
+                           self.sampler, self.device, self.opts.eval_batch_size, self.out_dir)
+        self.algorithm.on_epoch(ctx)
+        self.extra.update(ctx.extra)
+
+    def train_step(self) -> None:
+        index_lists = self.sampler.indices(self.step)
+        sizes = [len(i) for i in index_lists]
+        batch = self.ds.splits["train"].fetch(torch.cat(index_lists)).to(self.device)
+        batches = [Batch(*parts) for parts in zip(*(t.split(sizes) for t in vars(batch).values()))]
+        for k, v in self.algorithm.update(batches).items():
+            v = v.detach() if isinstance(v, Tensor) else torch.tensor(float(v))
+            self.loss_sums[k] = self.loss_sums.get(k, 0) + v
+        self.loss_count += 1
+        self.step += 1
+
+    def checkpoint(self, t0: float) -> Record:
+        metrics = {}
+        for name, split in self.ds.splits.items():
+            pred = predict_split(self.algorithm, split, self.opts.eval_batch_size, self.device)
+            metrics[name] = split_metrics(pred, split, self.ds.num_groups, self.group_counts)
+        losses = {k: float(v) / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
+        self.elapsed += time.time() - t0
+        record = Record(self.args.as_dict(), self.hparams, self.ds.describe(), self.step,
+                        self.step / self.sampler.steps_per_epoch, losses, metrics, self.elapsed,
+                        str(self.device), dict(self.extra))
+        append_record(self.out_dir / RESULTS, record)
+        self.save_checkpoint()
+        self.loss_sums, self.loss_count, self.extra = {}, 0, {}
+        return record
+
+    def execute(self) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if (self.out_dir / DONE).exists():
+            return self.out_dir
+        self.try_resume()
+        log = logging.getLogger(__name__)
+        bar = tqdm(total=self.total, initial=self.step, disable=not self.opts.progress,
+                   desc=self.args.dir_name()[:40], mininterval=1.0, leave=False)
+        t0 = time.time()
+        spe = self.sampler.steps_per_epoch
+        while self.step < self.total:
+            if self.step % spe == 0:
+                self.epoch_hook(final=False)
+            self.train_step()
+            bar.update(1)
+            if self.step % self.freq == 0 and self.step < self.total:
+                rec = self.checkpoint(t0)
+                t0 = time.time()
+                log.info("step %d %s", rec.step, summary(rec))
+                bar.set_postfix_str(summary(rec), refresh=False)
+        if not (self.out_dir / RESULTS).exists() or last_step(self.out_dir) < self.total:
+            self.epoch_hook(final=True)
+            rec = self.checkpoint(t0)
+            log.info("final step %d %s", rec.step, summary(rec))
+        bar.close()
+        atomic_write_bytes(self.out_dir / DONE, lambda f: f.write(b"done\n"))
+        return self.out_dir
+
+
+def last_step(out_dir: Path) -> int:
+    return max((r["step"] for r in read_records(out_dir / RESULTS)), default=-1)
+
+
+def summary(record: Record) -> str:
+    return " ".join(f"{name}={m['acc']:.3f}" for name, m in record.metrics.items())
+
+
+def train(args: RunArgs, opts: RunOptions) -> Path:
+    out_dir = Path(opts.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger(__name__)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return Run(args, opts).execute()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

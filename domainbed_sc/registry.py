@@ -1,6 +1,8 @@
 """A tiny name -> class registry with a decorator, shared by datasets and algorithms."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Generic, TypeVar
 
 from .errors import UserError
@@ -34,3 +36,13 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+def import_all(package_name: str, package_path: list[str], skip: tuple[str, ...] = ()) -> None:
+    """Import every module of a package, so that its decorators register what it defines.
+
+    This is what makes "one file, one decorator" work: a new module needs no import line.
+    """
+    for info in pkgutil.iter_modules(package_path):
+        if info.name not in skip and not info.name.startswith("_"):
+            importlib.import_module(f"{package_name}.{info.name}")

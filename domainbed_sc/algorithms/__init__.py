@@ -1,13 +1,13 @@
-"""Algorithm registry.  Adding an algorithm: one module with a ``@register_algorithm`` class."""
+"""Algorithm registry.  Adding an algorithm: one module in this package with a ``@register_algorithm`` class."""
 from __future__ import annotations
 
-from ..registry import Registry
+from ..registry import Registry, import_all
 from .base import Algorithm, TaskInfo
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
 register_algorithm = ALGORITHMS.register
 
-# Importing the modules registers the algorithms.
-from . import erm  # noqa: E402,F401
+# Importing every module of this package registers its algorithms.
+import_all(__name__, __path__, skip=("base",))
 
 __all__ = ["ALGORITHMS", "Algorithm", "TaskInfo", "register_algorithm"]

@@ -1,0 +1,38 @@
+"""``domainbed-sc train``: one run, resumed from its checkpoint if its output dir has one."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import add_env_arguments, add_run_arguments
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from ..datasets.sources import resolve_data_dir
+    from ..training.records import RESULTS, RunArgs, read_records
+    from ..training.trainer import RunOptions, train
+
+    args = RunArgs(dataset=a.dataset, algorithm=a.algorithm, dataset_args=a.dataset_args,
+                   hparams=a.hparams, hparams_seed=a.hparams_seed, trial_seed=a.trial_seed,
+                   data_seed=a.data_seed, steps=a.steps, epochs=a.epochs,
+                   checkpoint_freq=a.checkpoint_freq)
+    out = Path(a.output_dir) if a.output_dir else Path(a.output_root) / args.dir_name()
+    opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet)
+    out = train(args, opts)
+    last = list(read_records(out / RESULTS))[-1]
+    print(f"output: {out}")
+    print(f"step {last['step']}  epoch {last['epoch']:.2f}  wall {last['wall_time']:.1f}s  "
+          f"device {last['device']}")
+    for split, m in last["metrics"].items():
+        wga = f"  WGA {m['wga']:.4f}" if "wga" in m else ""
+        print(f"  {split:12s} acc {m['acc']:.4f}{wga}  (n={m['n']})")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one run (resumes if its output dir has a checkpoint)")
+    add_run_arguments(p)
+    add_env_arguments(p)
+    p.add_argument("--output-dir", help="exact output dir (default: OUTPUT_ROOT/<name>-<hash>)")
+    p.add_argument("--output-root", default="runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)

@@ -30,6 +30,10 @@ class Sampler:
     def indices(self, step: int) -> list[Tensor]:
         raise NotImplementedError
 
+    def batch_sizes(self) -> list[int]:
+        """Sizes of the index tensors ``indices`` returns (one per environment for uniform_env)."""
+        return [self.batch_size]
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -93,6 +97,9 @@ class EnvSampler(Sampler):
 
     def indices(self, step: int) -> list[Tensor]:
         return [idx[s.indices(step)[0]] for idx, s in zip(self.envs, self.samplers)]
+
+    def batch_sizes(self) -> list[int]:
+        return [s.batch_size for s in self.samplers]
 
 
 def make_sampler(kind: str, train_g: Tensor, train_e: Tensor, batch_size: int, seed: int) -> Sampler:

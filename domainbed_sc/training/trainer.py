@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -159,10 +159,14 @@ class Run:
         self.algorithm.on_epoch(ctx)
         self.extra.update(ctx.extra)
 
-    def train_step(self) -> None:
-        index_lists = self.sampler.indices(self.step)
-        sizes = [len(i) for i in index_lists]
-        batch = self.ds.splits["train"].fetch(torch.cat(index_lists)).to(self.device)
+    def batch_stream(self) -> Iterator[Batch]:
+        """Training batches from the current step on; disk splits prefetch them with workers."""
+        steps = range(self.step, self.total)
+        return self.ds.splits["train"].batches(torch.cat(self.sampler.indices(t)) for t in steps)
+
+    def train_step(self, batch: Batch) -> None:
+        sizes = self.sampler.batch_sizes()
+        batch = batch.to(self.device)
         batches = [Batch(*parts) for parts in zip(*(t.split(sizes) for t in vars(batch).values()))]
         for k, v in self.algorithm.update(batches).items():
             v = v.detach() if isinstance(v, Tensor) else torch.tensor(float(v))
@@ -195,10 +199,12 @@ class Run:
                    desc=self.args.dir_name()[:40], mininterval=1.0, leave=False)
         t0 = time.time()
         spe = self.sampler.steps_per_epoch
+        stream = self.batch_stream()
         while self.step < self.total:
             if self.step % spe == 0:
                 self.epoch_hook(final=False)
-            self.train_step()
+                stream = self.batch_stream()  # the hook may have changed the sampler
+            self.train_step(next(stream))
             bar.update(1)
             if self.step % self.freq == 0 and self.step < self.total:
                 rec = self.checkpoint(t0)

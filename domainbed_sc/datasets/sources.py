@@ -27,8 +27,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir or os.environ.get(DATA_ENV) or "data").expanduser().resolve()
 
 
-def missing_data(what: str, path: Path, data_dir: Path) -> UserError:
-    how = HOW_TO_GET.format(env=DATA_ENV, what=what.lower(), dir=data_dir)
+def missing_data(what: str, path: Path, data_dir: Path, download_name: str) -> UserError:
+    """The error for absent raw files: what is missing, where, and how to get it."""
+    how = HOW_TO_GET.format(env=DATA_ENV, what=download_name, dir=data_dir)
     return UserError(f"{what} not found at {path}: {how}")
 
 
@@ -36,7 +37,8 @@ def cache_dir(data_dir: Path) -> Path:
     return data_dir / "cache"
 
 
-def _torchvision_mnist(cls_name: str, data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
+def _torchvision_mnist(cls_name: str, download_name: str, data_dir: Path,
+                       train: bool) -> tuple[Tensor, Tensor]:
     from torchvision import datasets
 
     raw = data_dir / cls_name / "raw"
@@ -44,18 +46,18 @@ def _torchvision_mnist(cls_name: str, data_dir: Path, train: bool) -> tuple[Tens
     needed = [raw / url.rsplit("/", 1)[-1] for url, _ in cls.resources]
     extracted = [p.with_suffix("") for p in needed]
     if not all(p.exists() or q.exists() for p, q in zip(needed, extracted)):
-        raise missing_data(cls_name, raw, data_dir)
+        raise missing_data(cls_name, raw, data_dir, download_name)
     ds = cls(root=str(data_dir), train=train, download=True)
     return ds.data.clone(), ds.targets.clone()
 
 
 def mnist(data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
     """(images uint8 [N, 28, 28], labels int64 [N])."""
-    return _torchvision_mnist("MNIST", data_dir, train)
+    return _torchvision_mnist("MNIST", "mnist", data_dir, train)
 
 
 def fashion_mnist(data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
-    return _torchvision_mnist("FashionMNIST", data_dir, train)
+    return _torchvision_mnist("FashionMNIST", "fashion_mnist", data_dir, train)
 
 
 def _read_cifar10(data_dir: Path) -> dict[str, Tensor]:
@@ -68,7 +70,7 @@ def _read_cifar10(data_dir: Path) -> dict[str, Tensor]:
     else:
         npz = data_dir / "cifar10.npz"
         if not npz.exists():
-            raise missing_data("CIFAR-10", npz, data_dir)
+            raise missing_data("CIFAR-10", npz, data_dir, "cifar10")
         with np.load(npz) as d:
             arrays = [(d["x_train"], d["y_train"]), (d["x_test"], d["y_test"])]
     out = {}

@@ -60,6 +60,7 @@ class WeightedSampler(Sampler):
 
     def __init__(self, weights: Tensor, batch_size: int, seed: int):
         super().__init__(len(weights), batch_size, seed)
+        self.batch_size = batch_size  # drawn with replacement: may exceed the dataset size
         self.set_weights(weights)
 
     def set_weights(self, weights: Tensor) -> None:

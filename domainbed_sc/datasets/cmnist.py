@@ -1,0 +1,178 @@
+"""Coloured MNIST (SPEC §2.3; Chroma-VAE choices §7.10), two variants.
+
+Common recipe: label y = 1[digit < 5] flipped with probability 0.25; colour = y flipped with
+probability p; the image is the digit in 2 channels with the channel that is not ``colour``
+zeroed (colour 0 = channel 0 "red", colour 1 = channel 1 "green"), 2×28×28, stored uint8 and
+scaled /255 on fetch.  s = colour (2 attributes), so the 4 groups are (y, colour).
+
+``variant="domainbed"`` (Variant A, DomainBed ``ColoredMNIST``):
+MNIST train+test (70k) shuffled by ``torch.randperm``; environment i = images [i::3] with
+p_e = 0.1, 0.2, 0.9 ("+90%", "+80%", "-90%").  The random draws follow DomainBed's order and use
+a CPU ``torch.Generator`` seeded with ``data_seed``, and each environment is split in/out by
+DomainBed's ``split_dataset(env, int(len·holdout_fraction), seed_hash(data_seed, i))`` (the
+first part of a ``RandomState`` shuffle is "out").  So a data seed s reproduces DomainBed's
+environments for ``--seed s --trial_seed s`` exactly.  Splits:
+``train`` = in-parts of the training environments (e = 0, 1, … in environment order),
+``val`` = their out-parts (training-domain validation), ``oracle_val`` = the out-part of
+``test_env``, ``test`` = its in-part.  The test environment's e is the next id (the number of
+training environments), so e tells all three environments apart in every split.
+
+``variant="chroma"`` (Variant C, Chroma-VAE's CMNIST, §7.10): a single training environment
+from MNIST-train with p_c = 0.1, of which a seeded ``val_fraction`` (10 %) is held out as ``val``
+(same distribution); ``test_in`` (p_c = 0.1) and ``test_out`` (p_c = 0.9) are built from the same
+10k MNIST-test digits with the same label noise and the same uniform draw deciding colour flips
+(paired, like MNIST-CIFAR's ID/OOD tests).  No environments: e = -1.
+
+The original MNIST digit of every example is kept as ``digit`` (cache and dataset attribute), so
+the label noise can be checked.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..cache import cached_tensors
+from ..errors import UserError
+from . import register_dataset, sources
+from .base import DatasetArgs, GroupDataset, TensorSplit
+
+ENV_P = (0.1, 0.2, 0.9)  # DomainBed's environments "+90%", "+80%", "-90%"
+LABEL_NOISE = 0.25
+CHROMA_P_IN, CHROMA_P_OUT = 0.1, 0.9
+VARIANTS = ("domainbed", "chroma")
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class CMNISTArgs(DatasetArgs):
+    variant: str = "domainbed"
+    holdout_fraction: float = 0.2  # domainbed: the out-part of every environment
+    test_env: int = 2  # domainbed: the held-out environment
+    val_fraction: float = 0.1  # chroma: the part of MNIST-train held out as val
+
+
+def torch_seed(seed: int) -> int:
+    """torch generators take seeds in [0, 2**64); wrap negatives the way torch itself does."""
+    return seed % 2**64
+
+
+def seed_hash(*args) -> int:
+    """DomainBed's ``misc.seed_hash``: a seed in [0, 2**31) from any arguments."""
+    return int(hashlib.md5(str(args).encode("utf-8")).hexdigest(), 16) % (2**31)
+
+
+def noisy_binary_labels(labels: Tensor, gen: torch.Generator) -> Tensor:
+    """y = 1[digit < 5] XOR Bernoulli(0.25), drawn as DomainBed does: ``torch.rand(n) < p``."""
+    return (labels < 5).long() ^ (torch.rand(len(labels), generator=gen) < LABEL_NOISE).long()
+
+
+def coloured(digits: Tensor, colour: Tensor) -> Tensor:
+    """uint8 [N, 2, 28, 28]: the digit in both channels, the one not named by colour zeroed."""
+    x = torch.stack([digits, digits], dim=1)
+    x[torch.arange(len(x)), 1 - colour] = 0
+    return x
+
+
+def colour_digits(digits: Tensor, labels: Tensor, p: float, gen: torch.Generator) -> dict:
+    """DomainBed's ``color_dataset`` for one environment (label draws first, then colour draws)."""
+    y = noisy_binary_labels(labels, gen)
+    colour = y ^ (torch.rand(len(y), generator=gen) < p).long()
+    return {"x": coloured(digits, colour), "y": y, "s": colour, "digit": labels}
+
+
+def _take(d: dict[str, Tensor], idx: Tensor, env: int) -> dict[str, Tensor]:
+    out = {k: v[idx] for k, v in d.items()}
+    out["e"] = torch.full((len(idx),), env, dtype=torch.long)
+    return out
+
+
+def _cat(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def generate_domainbed(data_dir: Path, args: CMNISTArgs, seed: int) -> dict[str, dict]:
+    (tr_x, tr_y), (te_x, te_y) = (sources.mnist(data_dir, train) for train in (True, False))
+    gen = torch.Generator().manual_seed(torch_seed(seed))
+    shuffle = torch.randperm(len(tr_y) + len(te_y), generator=gen)
+    images, labels = torch.cat([tr_x, te_x])[shuffle], torch.cat([tr_y, te_y])[shuffle]
+    envs = [colour_digits(images[i::3], labels[i::3], p, gen) for i, p in enumerate(ENV_P)]
+    train_envs = [i for i in range(len(ENV_P)) if i != args.test_env]
+    # DomainBed's split_dataset: a RandomState shuffle; its first n keys are the out-part
+    out_idx, in_idx = [], []
+    for i, env in enumerate(envs):
+        rs = np.random.RandomState(seed_hash(seed, i))
+        keys = torch.from_numpy(rs.permutation(len(env["y"])))  # = shuffling list(range(n))
+        n_out = int(len(keys) * args.holdout_fraction)
+        out_idx.append(keys[:n_out])
+        in_idx.append(keys[n_out:])
+    e_of = {i: k for k, i in enumerate(train_envs + [args.test_env])}
+    return {
+        "train": _cat([_take(envs[i], in_idx[i], e_of[i]) for i in train_envs]),
+        "val": _cat([_take(envs[i], out_idx[i], e_of[i]) for i in train_envs]),
+        "oracle_val": _take(envs[args.test_env], out_idx[args.test_env], e_of[args.test_env]),
+        "test": _take(envs[args.test_env], in_idx[args.test_env], e_of[args.test_env]),
+    }
+
+
+def generate_chroma(data_dir: Path, args: CMNISTArgs, seed: int) -> dict[str, dict]:
+    (tr_x, tr_y), (te_x, te_y) = (sources.mnist(data_dir, train) for train in (True, False))
+    gen = torch.Generator().manual_seed(torch_seed(seed))
+    train = colour_digits(tr_x, tr_y, CHROMA_P_IN, gen)
+    order = torch.randperm(len(tr_y), generator=gen)
+    n_val = int(len(order) * args.val_fraction)
+    # D_in and D_out share digits, noisy labels and the uniforms deciding colour flips (paired)
+    y = noisy_binary_labels(te_y, gen)
+    u = torch.rand(len(y), generator=gen)
+
+    def test_set(p: float) -> dict[str, Tensor]:
+        colour = y ^ (u < p).long()
+        return {"x": coloured(te_x, colour), "y": y.clone(), "s": colour, "digit": te_y}
+
+    return {"train": {k: v[order[n_val:]] for k, v in train.items()},
+            "val": {k: v[order[:n_val]] for k, v in train.items()},
+            "test_in": test_set(CHROMA_P_IN), "test_out": test_set(CHROMA_P_OUT)}
+
+
+@register_dataset("cmnist")
+class CMNIST(GroupDataset):
+    Args = CMNISTArgs
+    num_classes = 2
+    input_shape = (2, 28, 28)
+    provides = frozenset({"s", "g", "e"})
+    val_split = "val"
+    oracle_split = "oracle_val"
+    id_split = "val"
+    ood_split = "test"
+    default_hparams = {"arch": "mnist_cnn"}
+
+    def __init__(self, data_dir, args: CMNISTArgs, data_seed: int):
+        super().__init__(data_dir, args, data_seed)
+        self._check(args)
+        self.num_attributes = 2
+        if args.variant == "chroma":  # one environment, D_in / D_out tests (per instance)
+            self.provides = frozenset({"s", "g"})
+            self.oracle_split, self.id_split, self.ood_split = None, "test_in", "test_out"
+        build = generate_chroma if args.variant == "chroma" else generate_domainbed
+        key = {**args.as_dict(), "data_seed": int(data_seed), "version": VERSION}
+        data = cached_tensors(sources.cache_dir(self.data_dir), "cmnist", key,
+                              lambda: build(self.data_dir, args, int(data_seed)))
+        self.splits = {name: TensorSplit(d["x"], d["y"], d["s"], d.get("e"), num_attributes=2)
+                       for name, d in data.items()}
+        # the original MNIST digit of every example, for checking the label noise
+        self.digit: dict[str, Tensor] = {name: d["digit"] for name, d in data.items()}
+
+    @staticmethod
+    def _check(args: CMNISTArgs) -> None:
+        if args.variant not in VARIANTS:
+            raise UserError(f"cmnist: unknown variant {args.variant!r}; "
+                            f"known: {', '.join(VARIANTS)}")
+        if args.test_env not in range(len(ENV_P)):
+            raise UserError(f"cmnist: test_env must be 0, 1 or 2, got {args.test_env}")
+        for name in ("holdout_fraction", "val_fraction"):
+            if not 0 < getattr(args, name) < 1:
+                raise UserError(f"cmnist: {name} must be in (0, 1), got {getattr(args, name)}")

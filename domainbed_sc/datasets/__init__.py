@@ -1,10 +1,10 @@
-"""Dataset registry.  Adding a dataset: one module with a ``@register_dataset`` class, imported below."""
+"""Dataset registry.  Adding a dataset: one module in this package with a ``@register_dataset`` class."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ..registry import Registry
+from ..registry import Registry, import_all
 from .base import LABELS, Batch, DatasetArgs, GroupDataset, Split, TensorSplit
 
 DATASETS: Registry[type[GroupDataset]] = Registry("dataset")
@@ -17,8 +17,8 @@ def load_dataset(name: str, args: dict[str, Any] | None, data_seed: int,
     return cls(Path(data_dir), cls.Args.parse(args or {}), data_seed)
 
 
-# Importing the modules registers the datasets.
-from . import toy  # noqa: E402,F401
+# Importing every module of this package registers its datasets.
+import_all(__name__, __path__, skip=("base", "sources"))
 
 __all__ = ["DATASETS", "LABELS", "Batch", "DatasetArgs", "GroupDataset", "Split", "TensorSplit",
            "load_dataset", "register_dataset"]

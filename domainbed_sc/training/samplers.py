@@ -78,6 +78,13 @@ class WeightedSampler(Sampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.set_weights(state["weights"])
 
+    @classmethod
+    def like(cls, sampler: Sampler, weights: Tensor) -> "WeightedSampler":
+        """Weighted draws replacing ``sampler``: as many examples per step, same epoch length."""
+        new = cls(weights, sum(sampler.batch_sizes()), sampler.seed)
+        new.steps_per_epoch = sampler.steps_per_epoch
+        return new
+
 
 def group_weights(g: Tensor) -> Tensor:
     """Per-example weight 1/n_{g(i)}: every non-empty group is drawn equally often."""
@@ -101,6 +108,15 @@ class EnvSampler(Sampler):
 
     def batch_sizes(self) -> list[int]:
         return [s.batch_size for s in self.samplers]
+
+
+def restore_sampler(sampler: Sampler, state: dict[str, Any]) -> Sampler:
+    """``sampler`` as a checkpoint left it.  An epoch hook may have swapped in weighted draws
+    (JTT's stage 2); then the state holds weights the run's own sampler kind has no use for."""
+    if "weights" in state and not isinstance(sampler, WeightedSampler):
+        sampler = WeightedSampler.like(sampler, state["weights"])
+    sampler.load_state_dict(state)
+    return sampler
 
 
 def make_sampler(kind: str, train_g: Tensor, train_e: Tensor, batch_size: int, seed: int) -> Sampler:

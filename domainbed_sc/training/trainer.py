@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..hparams import draw, seed_hash
 from .evaluation import predict_split, split_metrics
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
-from .samplers import Sampler, make_sampler
+from .samplers import Sampler, WeightedSampler, make_sampler, restore_sampler
 
 LABEL_NAMES = {"s": "spurious-attribute labels (s)", "g": "group labels (g)", "e": "environment labels (e)"}
 SAMPLER_NEEDS = {"uniform_group": "g", "uniform_env": "e"}
@@ -59,6 +59,11 @@ class EpochContext:
 
     def predict(self, algorithm: Algorithm, split: str = "train") -> Tensor:
         return predict_split(algorithm, self.dataset.splits[split], self.eval_batch_size, self.device)
+
+    def set_sample_weights(self, weights: Tensor) -> None:
+        """From now on draw training examples with replacement, P(i) ∝ weights[i] (JTT's stage
+        2).  The run takes ``self.sampler`` back after the hook and checkpoints its weights."""
+        self.sampler = WeightedSampler.like(self.sampler, weights)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,7 +149,7 @@ class Run:
             return
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.algorithm.load_checkpoint_state(state["algorithm"])
-        self.sampler.load_state_dict(state["sampler"])
+        self.sampler = restore_sampler(self.sampler, state["sampler"])
         torch.set_rng_state(state["rng"].cpu())
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
@@ -157,6 +162,7 @@ class Run:
         ctx = EpochContext(self.step // self.sampler.steps_per_epoch, self.step, final, self.ds,
                            self.sampler, self.device, self.opts.eval_batch_size, self.out_dir)
         self.algorithm.on_epoch(ctx)
+        self.sampler = ctx.sampler
         self.extra.update(ctx.extra)
 
     def batch_stream(self) -> Iterator[Batch]:

@@ -395,6 +395,31 @@ def test_rcl_infinite_margin_survives_the_records(run_toy):
     assert json.loads(json.dumps(records[-1]))["hparams"]["rcl_margin"] == math.inf
 
 
+class _Loss(torch.nn.Module):
+    """functional_call calls a module's forward; this forward is the algorithm's loss."""
+
+    def __init__(self, alg):
+        super().__init__()
+        self.alg = alg
+
+    def forward(self, b):
+        return self.alg.loss([b])[0]
+
+
+@pytest.mark.parametrize("name", ["DL", "RCL"])
+def test_loss_is_pure_under_vmap_over_stacked_runs(name):
+    """Packed training vmaps ``loss`` over runs; it must equal each run's own loss."""
+    runs = [make(name, arch="lenet5", input_shape=(3, 32, 32), seed=k) for k in range(3)]
+    params, _ = torch.func.stack_module_state([_Loss(a) for a in runs])
+    data = [random_batch(8, (3, 32, 32), seed=k) for k in range(3)]
+    stacked = Batch(*(torch.stack(ts) for ts in zip(*(vars(b).values() for b in data))))
+    # ERM's network reuses the featurizer and classifier modules: no tie handling needed
+    call = lambda p, *fields: torch.func.functional_call(_Loss(runs[0]), p, (Batch(*fields),),
+                                                         tie_weights=False)
+    packed = torch.func.vmap(call)(params, *vars(stacked).values())
+    assert torch.allclose(packed, torch.stack([a.loss([b])[0] for a, b in zip(runs, data)]), atol=1e-5)
+
+
 # -- real data: a few steps through the trainer's own pieces --------------------------------
 def _real_steps(data_dir, tmp_path, dataset, algorithm, steps=3, **kw):
     """A few training steps of a real run, its mean losses and its logits on 64 eval images

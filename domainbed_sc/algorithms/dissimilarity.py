@@ -68,7 +68,8 @@ class DL(ERM):
     def required_labels(cls, hparams: dict[str, Any]) -> set[str]:
         return {"s"} if hparams["dl_variant"] == "supervised" else set()
 
-    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
+    def loss(self, batches: list[Batch]) -> tuple[Tensor, dict[str, Tensor]]:
+        """(CE + λ·L_dis, the terms to log); pure, with no control flow on tensor values."""
         b = Batch.cat(batches)
         z = self.featurizer(b.x)
         ce = F.cross_entropy(self.classifier(z), b.y)
@@ -76,7 +77,11 @@ class DL(ERM):
         mask = pair_mask(sim, b.y, b.s, self.hparams["dl_variant"], self.hparams["dl_tau"])
         dis = masked_mean(sim, mask)
         loss = ce + self.hparams["dl_lambda"] * dis
-        self.step(loss)
         # the (ordered) pair count shows how strong DL is in a batch: batch size is critical
-        return {"loss": loss.detach(), "ce": ce.detach(), "dis": dis.detach(),
-                "pairs": mask.sum().float()}
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "dis": dis.detach(),
+                      "pairs": mask.sum().float()}
+
+    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
+        loss, logs = self.loss(batches)
+        self.step(loss)
+        return logs

@@ -73,8 +73,8 @@ def nearest_triplets(f: Tensor, y: Tensor) -> Triplets:
     """Nearest same-class (j ≠ i) and other-class sample of every anchor, by L1 sum distance
     (the choices and the ratio d_pos/d_neg are the same for the mean)."""
     d = torch.cdist(f, f, p=1)  # B×B without the B×B×D difference tensor
-    same = y[:, None] == y[None, :]
-    same.fill_diagonal_(False)
+    eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
+    same = (y[:, None] == y[None, :]) & ~eye
     other = y[:, None] != y[None, :]
     d_pos, pos = d.masked_fill(~same, INF).min(1)
     d_neg, neg = d.masked_fill(~other, INF).min(1)
@@ -104,12 +104,17 @@ class RCL(ERM):
             raise UserError(f"RCL needs a convolutional backbone; arch {hparams['arch']} has no "
                             "conv feature extractor (try rcl_cnn or mnist_cnn)")
 
-    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
+    def loss(self, batches: list[Batch]) -> tuple[Tensor, dict[str, Tensor]]:
+        """(CE + α·L_RC, the terms to log); pure, with no control flow on tensor values."""
         b = Batch.cat(batches)
         maps = self.featurizer.body(b.x)
         ce = F.cross_entropy(self.classifier(self.featurizer.neck(maps)), b.y)
         rc = reverse_contrastive_loss(minmax_scale(maps.flatten(1)), b.y,
                                       self.hparams["rcl_margin"], self.hparams["rcl_distance"])
         loss = ce + self.hparams["rcl_alpha"] * rc
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "rc": rc.detach()}
+
+    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
+        loss, logs = self.loss(batches)
         self.step(loss)
-        return {"loss": loss.detach(), "ce": ce.detach(), "rc": rc.detach()}
+        return logs

@@ -96,7 +96,8 @@ def _resnet(depth: int, input_shape: tuple[int, ...], pretrained: str = "none",
         net = ctor(weights=weights)
     except Exception as exc:  # no network, or a corrupt download
         raise UserError(f"could not load resnet{depth} weights {pretrained} ({exc.__class__.__name__}:"
-                        f" {exc}); put them in the torch hub cache or use --pretrained none") from None
+                        f" {exc}); put them in the torch hub cache or pass --hparams "
+                        "'{\"pretrained\": \"none\"}'") from None
     if input_shape[0] != 3:
         # DomainBed: input channel i copies pretrained channel i mod 3
         old = net.conv1

@@ -22,14 +22,16 @@ def json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc.msg})") from None
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
+def add_run_arguments(p: argparse.ArgumentParser, many_seeds: bool = False) -> None:
+    """The RunArgs flags; ``many_seeds``: trial and data seeds take lists (one run per seed)."""
     p.add_argument("--dataset", required=True)
     p.add_argument("--algorithm", default="ERM")
     p.add_argument("--dataset-args", type=json_arg, default={}, help='JSON, e.g. \'{"n_backgrounds": 8}\'')
     p.add_argument("--hparams", type=json_arg, default={}, help='JSON overrides, e.g. \'{"lr": 0.005}\'')
     p.add_argument("--hparams-seed", type=int, default=0)
-    p.add_argument("--trial-seed", type=int, default=0)
-    p.add_argument("--data-seed", type=int, default=0)
+    seeds = dict(nargs="+", default=[0]) if many_seeds else dict(default=0)
+    p.add_argument("--trial-seed", type=int, **seeds)
+    p.add_argument("--data-seed", type=int, **seeds)
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int)
     length.add_argument("--epochs", type=float)

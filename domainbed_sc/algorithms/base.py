@@ -56,6 +56,9 @@ COMMON_HPARAMS: dict[str, HParam] = {
 
 class Algorithm(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: may be trained packed (training/packed.py); honoured only where the class itself sets it,
+    #: so a subclass that changes ``update`` is not packed by accident
+    packable: ClassVar[bool] = False
     HPARAMS: ClassVar[dict[str, HParam]] = COMMON_HPARAMS
     name: ClassVar[str]
 
@@ -69,6 +72,11 @@ class Algorithm(nn.Module):
         raise NotImplementedError
 
     def predict(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, batches: list[Batch]) -> tuple[Tensor, dict[str, Tensor]]:
+        """(the training loss, the tensors to log) without side effects, for packed training:
+        it runs under ``torch.vmap``, so no randomness and no control flow on tensor values."""
         raise NotImplementedError
 
     def on_epoch(self, ctx: "EpochContext") -> None:

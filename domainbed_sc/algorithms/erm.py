@@ -11,6 +11,8 @@ from .base import Algorithm, TaskInfo
 
 @register_algorithm("ERM")
 class ERM(Algorithm):
+    packable = True
+
     def __init__(self, task: TaskInfo, hparams):
         super().__init__(task, hparams)
         self.featurizer = self.make_featurizer()
@@ -27,11 +29,15 @@ class ERM(Algorithm):
         if self.scheduler is not None:
             self.scheduler.step()
 
-    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
+    def loss(self, batches: list[Batch]) -> tuple[Tensor, dict[str, Tensor]]:
         b = Batch.cat(batches)
         loss = F.cross_entropy(self.predict(b.x), b.y)
+        return loss, {"loss": loss.detach()}
+
+    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
+        loss, logs = self.loss(batches)
         self.step(loss)
-        return {"loss": loss.detach()}
+        return logs
 
     def predict(self, x: Tensor) -> Tensor:
         return self.network(x)

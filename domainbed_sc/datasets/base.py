@@ -35,14 +35,18 @@ class Batch:
     def __len__(self) -> int:
         return len(self.y)
 
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The fields in order, not copied (``dataclasses.astuple`` deep-copies every tensor)."""
+        return tuple(vars(self).values())
+
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in dataclasses.astuple(self)))
+        return Batch(*(t.to(device, non_blocking=True) for t in self.tensors()))
 
     @staticmethod
     def cat(batches: list["Batch"]) -> "Batch":
         if len(batches) == 1:
             return batches[0]
-        return Batch(*(torch.cat(ts) for ts in zip(*(dataclasses.astuple(b) for b in batches))))
+        return Batch(*(torch.cat(ts) for ts in zip(*(b.tensors() for b in batches))))
 
 
 def group_ids(y: Tensor, s: Tensor, num_attributes: int) -> Tensor:

@@ -165,16 +165,15 @@ class Run:
         self.sampler = ctx.sampler
         self.extra.update(ctx.extra)
 
-    def batch_stream(self) -> Iterator[Batch]:
-        """Training batches from the current step on; disk splits prefetch them with workers."""
-        steps = range(self.step, self.total)
+    def batch_stream(self, start: int | None = None) -> Iterator[Batch]:
+        """Training batches from ``start`` (default: the current step) on; disk splits prefetch
+        them with workers."""
+        steps = range(self.step if start is None else start, self.total)
         return self.ds.splits["train"].batches(torch.cat(self.sampler.indices(t)) for t in steps)
 
     def train_step(self, batch: Batch) -> None:
         sizes = self.sampler.batch_sizes()
-        batch = batch.to(self.device)
-        batches = [Batch(*parts) for parts in zip(*(t.split(sizes) for t in vars(batch).values()))]
-        for k, v in self.algorithm.update(batches).items():
+        for k, v in self.algorithm.update(split_envs(batch.to(self.device), sizes)).items():
             v = v.detach() if isinstance(v, Tensor) else torch.tensor(float(v))
             self.loss_sums[k] = self.loss_sums.get(k, 0) + v
         self.loss_count += 1
@@ -224,6 +223,11 @@ class Run:
         bar.close()
         atomic_write_bytes(self.out_dir / DONE, lambda f: f.write(b"done\n"))
         return self.out_dir
+
+
+def split_envs(batch: Batch, sizes: list[int]) -> list[Batch]:
+    """The per-environment batches (``Sampler.batch_sizes``) of one concatenated batch."""
+    return [Batch(*parts) for parts in zip(*(t.split(sizes) for t in batch.tensors()))]
 
 
 def last_step(out_dir: Path) -> int:

@@ -1,0 +1,58 @@
+"""``domainbed-sc train-packed``: several seeds of one configuration trained as one pack.
+
+The runs differ only in their trial and data seeds; each gets the output dir ``domainbed-sc
+train`` would give it, with the same files, so either command can finish what the other began.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import add_env_arguments, add_run_arguments
+from ..errors import UserError
+
+
+def pack_members(a: argparse.Namespace):
+    from ..datasets.sources import resolve_data_dir
+    from ..training.records import RunArgs
+    from ..training.trainer import RunOptions
+
+    trials, datas = a.trial_seed, a.data_seed
+    if len(datas) == 1:
+        datas = datas * len(trials)
+    elif len(trials) == 1:
+        trials = trials * len(datas)
+    if len(trials) != len(datas):
+        raise UserError(f"give as many --data-seed values as --trial-seed values, or one "
+                        f"(got {len(trials)} and {len(datas)})")
+    data_dir = resolve_data_dir(a.data_dir)
+    members = []
+    for trial, data in zip(trials, datas):
+        args = RunArgs(dataset=a.dataset, algorithm=a.algorithm, dataset_args=a.dataset_args,
+                       hparams=a.hparams, hparams_seed=a.hparams_seed, trial_seed=trial,
+                       data_seed=data, steps=a.steps, epochs=a.epochs,
+                       checkpoint_freq=a.checkpoint_freq)
+        opts = RunOptions(Path(a.output_root) / args.dir_name(), data_dir, a.device,
+                          progress=not a.quiet)
+        members.append((args, opts))
+    return members
+
+
+def cmd_train_packed(a: argparse.Namespace) -> None:
+    from ..training.packed import train_packed
+    from ..training.records import RESULTS, read_records
+
+    for out in train_packed(pack_members(a)):
+        last = list(read_records(out / RESULTS))[-1]
+        accs = "  ".join(f"{split} {m['acc']:.4f}" for split, m in last["metrics"].items())
+        print(f"{out}  step {last['step']}  wall {last['wall_time']:.1f}s  {accs}")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train-packed", help="train several seeds of one configuration at once "
+                       "(vmapped; resumes from the runs' checkpoints)")
+    add_run_arguments(p, many_seeds=True)
+    add_env_arguments(p)
+    p.add_argument("--output-root", default="runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_packed)

@@ -1,0 +1,323 @@
+"""Packed training: K independent runs of one architecture trained at once, in one process.
+
+The K runs are ordinary trainer ``Run`` objects: built as the trainer builds them (same seeds,
+so the same initial weights, data and sampler), and evaluated, recorded and checkpointed by the
+trainer's own code into their own output dirs.  Only the training step is shared: their
+parameters are stacked (``torch.func.stack_module_state``), the algorithm's pure ``loss`` is
+vmapped over the stack through ``functional_call``, and one optimizer of the runs' own class and
+settings steps the stacked tensors.  Adam and SGD are elementwise, so that equals K separate
+optimizers when the runs share hyperparameters and step counts.  At every checkpoint the stack
+is written back into each run's own algorithm (parameters, optimizer state sliced per run,
+scheduler), so a packed run's files are those of an unpacked run, and either can resume the other.
+
+A killed pack may leave its runs at different checkpoints (the kill fell between two of their
+checkpoint writes).  The pack restarts at the smallest step; a run that is ahead rides along in
+its slot without being recorded and is reloaded from its own checkpoint when the pack reaches its
+step.  The records' ``wall_time`` is the pack's wall time.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+from tqdm import tqdm
+
+from ..algorithms import ALGORITHMS, Algorithm
+from ..cache import atomic_write_bytes
+from ..datasets import DATASETS
+from ..datasets.base import Batch
+from ..errors import UserError
+from ..networks import build_featurizer
+from .records import DONE, RunArgs
+from .trainer import Run, RunOptions, last_step, resolve_hparams, split_envs, summary
+
+#: optimizers whose update is elementwise, so that one over stacked tensors equals K separate ones
+ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+#: what must agree between the runs of a pack besides the resolved hparams (seeds may differ)
+SHARED_ARGS = ("dataset", "dataset_args", "algorithm", "steps", "epochs", "checkpoint_freq")
+
+
+def declares_packable(cls: type[Algorithm]) -> bool:
+    """Only a class that sets ``packable`` itself: a subclass may have changed ``update``."""
+    return bool(cls.__dict__.get("packable", False))
+
+
+def pack_key(args: RunArgs) -> str | None:
+    """Runs with equal keys can share a pack; None for a run that cannot be packed.
+
+    The key leaves out only the trial and data seeds, so equal keys also mean equal resolved
+    hyperparameters.
+    """
+    cls = ALGORITHMS.get(args.algorithm)
+    if not declares_packable(cls):
+        return None
+    ds_cls = DATASETS.get(args.dataset)
+    _, hp = resolve_hparams(args, ds_cls)  # uses only class attributes of the dataset
+    if hp["pretrained"] not in ("none", None, "") or featurizer_blocker(
+            hp["arch"], tuple(ds_cls.input_shape), hp["resnet_dropout"]):
+        return None
+    d = args.as_dict()
+    del d["trial_seed"], d["data_seed"]
+    return repr(sorted(d.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def featurizer_blocker(arch: str, input_shape: tuple[int, ...], dropout: float) -> str | None:
+    """``module_blocker`` of a backbone, built once (without pretrained weights, and without
+    touching the caller's random state)."""
+    with torch.random.fork_rng(devices=[]):
+        return module_blocker(build_featurizer(arch, input_shape, dropout=dropout))
+
+
+def module_blocker(module: nn.Module) -> str | None:
+    """Why vmap cannot train this network exactly like K separate ones, or None."""
+    if next(module.buffers(), None) is not None:
+        return "its network has buffers (e.g. BatchNorm statistics), which vmap cannot update"
+    owners = Counter(id(p) for m in module.modules() for p in m.parameters(recurse=False))
+    if any(n > 1 for n in owners.values()):
+        return "a parameter is shared between two modules (tied weights)"
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules()):
+        return "its network uses dropout (training-time randomness)"
+    return None
+
+
+def algorithm_blocker(algorithm: Algorithm) -> str | None:
+    """Why this algorithm instance cannot be trained packed, or None."""
+    cls = type(algorithm)
+    if not declares_packable(cls):
+        return f"algorithm {cls.name} does not declare packable = True (it needs a pure loss())"
+    if cls.on_epoch is not Algorithm.on_epoch:
+        return f"algorithm {cls.name} has epoch hooks (multi-stage training)"
+    reason = module_blocker(algorithm)
+    if reason:
+        return reason
+    stateful = {k for k, v in vars(algorithm).items()
+                if isinstance(v, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))}
+    if not {"optimizer"} <= stateful <= {"optimizer", "scheduler"}:
+        return f"it keeps optimizers {sorted(stateful)}; packing supports one `optimizer` (+ `scheduler`)"
+    if not isinstance(algorithm.optimizer, ELEMENTWISE_OPTIMIZERS):
+        return f"optimizer {type(algorithm.optimizer).__name__} is not elementwise"
+    optimized = {id(p) for g in algorithm.optimizer.param_groups for p in g["params"]}
+    if optimized != {id(p) for p in algorithm.parameters()}:
+        return "its optimizer does not cover exactly the algorithm's parameters"
+    return None
+
+
+def check_compatible(runs: list[Run]) -> None:
+    """Raise a one-line UserError unless the runs can be trained as one pack."""
+    if not runs:
+        raise UserError("a pack needs at least one run")
+    first = runs[0]
+    reason = algorithm_blocker(first.algorithm)
+    if reason:
+        raise UserError(f"cannot pack {first.args.dir_name()}: {reason}")
+    if len({r.out_dir.resolve() for r in runs}) < len(runs):
+        raise UserError("packed runs need distinct output dirs")
+    for run in runs[1:]:
+        diffs = [k for k in SHARED_ARGS if getattr(run.args, k) != getattr(first.args, k)]
+        diffs += ["resolved hparams"] * (run.hparams != first.hparams)
+        diffs += [f"{k} (derived)" for k in ("total", "freq", "device")
+                  if getattr(run, k) != getattr(first, k)]
+        if run.sampler.batch_sizes() != first.sampler.batch_sizes():
+            diffs.append("per-environment batch sizes")
+        if run.sampler.steps_per_epoch != first.sampler.steps_per_epoch:
+            diffs.append("steps per epoch")
+        if diffs:
+            raise UserError(f"cannot pack {run.args.dir_name()} with {first.args.dir_name()}: "
+                            f"they differ in {', '.join(diffs)}")
+
+
+class _Loss(nn.Module):
+    """``functional_call`` calls a module; this one calls the algorithm's loss."""
+
+    def __init__(self, algorithm: Algorithm):
+        super().__init__()
+        self.alg = algorithm
+
+    def forward(self, batches: list[Batch]) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.alg.loss(batches)
+
+
+class Pack:
+    """K compatible runs and their stacked parameters, optimizer and scheduler."""
+
+    def __init__(self, runs: list[Run]):
+        check_compatible(runs)
+        self.runs = runs
+        ref = runs[0]
+        self.device, self.total, self.freq = ref.device, ref.total, ref.freq
+        self.sizes = ref.sampler.batch_sizes()
+        self.step = min(run.step for run in runs)
+        self.live = [run.step == self.step for run in runs]  # the others wait for their step
+        # one name per optimized parameter, in the optimizer's order (its state_dict's indices)
+        names = {id(p): n for n, p in ref.algorithm.named_parameters()}
+        self.names = [names[id(p)] for g in ref.algorithm.optimizer.param_groups for p in g["params"]]
+        stacked, _ = stack_module_state([run.algorithm for run in runs])
+        self.params = {n: stacked[n] for n in self.names}
+        opt = ref.algorithm.optimizer
+        groups = [{**{k: v for k, v in g.items() if k != "params"},
+                   "params": [self.params[names[id(p)]] for p in g["params"]]} for g in opt.param_groups]
+        self.optimizer = type(opt)(groups, **opt.defaults)
+        self.scheduler = (ref.algorithm.make_scheduler(self.optimizer)
+                          if ref.algorithm.scheduler is not None else None)
+        self.module = _Loss(ref.algorithm)
+        # randomness="error": packed algorithms must not draw random numbers while training
+        self.vloss = torch.vmap(self._loss, randomness="error")
+        self.load_from_runs()
+        self.loss_sums: dict[str, Tensor] = {}
+        self.loss_count = 0
+
+    # -- moving state between the stack and the runs --------------------------------------
+    def _shaped_like(self, value: Any, i: int, stacked: bool) -> bool:
+        """Optimizer state shaped like its parameter is per run; the rest (Adam's step) shared."""
+        shape = self.params[self.names[i]].shape
+        return isinstance(value, Tensor) and value.shape == (shape if stacked else shape[1:])
+
+    def load_from_runs(self) -> None:
+        """Stack every run's parameters and optimizer state; shared state from a live run."""
+        algs = [run.algorithm for run in self.runs]
+        ref = algs[self.live.index(True)]
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(torch.stack([alg.get_parameter(n) for alg in algs]))
+        sds = [alg.optimizer.state_dict() for alg in algs]
+        ref_sd = ref.optimizer.state_dict()
+        state = {i: {k: torch.stack([sd["state"][i][k] for sd in sds])
+                     if self._shaped_like(v, i, stacked=False) else v.clone() for k, v in s.items()}
+                 for i, s in ref_sd["state"].items()}
+        self.optimizer.load_state_dict({"state": state, "param_groups": ref_sd["param_groups"]})
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(ref.scheduler.state_dict())
+
+    def write_back(self, r: int) -> None:
+        """Put slot r of the stack into run r's own algorithm, ready for its checkpoint."""
+        alg = self.runs[r].algorithm
+        with torch.no_grad():
+            for n, p in self.params.items():
+                alg.get_parameter(n).copy_(p[r])
+        sd = self.optimizer.state_dict()
+        state = {i: {k: v[r].clone() if self._shaped_like(v, i, stacked=True) else v.clone()
+                     for k, v in s.items()}
+                 for i, s in sd["state"].items()}
+        alg.optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+        if self.scheduler is not None:
+            alg.scheduler.load_state_dict(self.scheduler.state_dict())
+
+    # -- training ---------------------------------------------------------------------------
+    def _loss(self, params: dict[str, Tensor], fields: tuple[Tensor, ...]):
+        batches = split_envs(Batch(*fields), self.sizes)
+        # ERM reaches its featurizer by two paths (featurizer, network.0); the module is shared, so
+        # setting one path sets both, and torch's tie handling would leave plain tensors behind
+        return functional_call(self.module, {f"alg.{n}": p for n, p in params.items()}, (batches,),
+                               tie_weights=False)
+
+    def train_step(self, batches: tuple[Batch, ...]) -> None:
+        fields = tuple(torch.stack(ts) for ts in zip(*(b.to(self.device).tensors() for b in batches)))
+        losses, logs = self.vloss(self.params, fields)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # run r's loss depends only on slot r: each slot gets its own grad
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        for k, v in logs.items():
+            self.loss_sums[k] = self.loss_sums.get(k, 0) + v.detach()
+        self.loss_count += 1
+        self.step += 1
+
+    def record(self, r: int, t0: float) -> None:
+        """Write slot r back; run r then evaluates, records and checkpoints itself (trainer code)."""
+        run = self.runs[r]
+        self.write_back(r)
+        run.step = self.step
+        run.loss_sums = {k: v[r] for k, v in self.loss_sums.items()}
+        run.loss_count = self.loss_count
+        rec = run.checkpoint(t0)
+        logging.getLogger(__name__).info("%s step %d %s", run.out_dir.name, rec.step, summary(rec))
+
+    def checkpoint(self, t0: float) -> None:
+        """Record and checkpoint every live run at this step; then let waiting runs join."""
+        for r, live in enumerate(self.live):
+            if live:
+                self.record(r, t0)
+        self.loss_sums, self.loss_count = {}, 0
+        joining = [not live and run.step == self.step for live, run in zip(self.live, self.runs)]
+        if any(joining):
+            self.live = [a or b for a, b in zip(self.live, joining)]
+            self.load_from_runs()
+
+    def finish(self, t0: float) -> None:
+        """The final record where a run lacks one (as the trainer does), then ``done``."""
+        if not all(self.live):  # only if a checkpoint was off the pack's checkpoint steps
+            raise RuntimeError("a packed run never reached the step of its checkpoint")
+        for r, run in enumerate(self.runs):
+            if last_step(run.out_dir) < self.total:
+                self.record(r, t0)
+            atomic_write_bytes(run.out_dir / DONE, lambda f: f.write(b"done\n"))
+
+    def execute(self, progress: bool) -> None:
+        batches = zip(*(run.batch_stream(self.step) for run in self.runs))
+        bar = tqdm(total=self.total, initial=self.step, disable=not progress, mininterval=1.0,
+                   desc=f"pack of {len(self.runs)}", leave=False)
+        t0 = time.time()
+        while self.step < self.total:
+            self.train_step(next(batches))
+            bar.update(1)
+            if self.step % self.freq == 0 and self.step < self.total:
+                self.checkpoint(t0)
+                t0 = time.time()
+        self.finish(t0)
+        bar.close()
+
+
+def open_runs(members: list[tuple[RunArgs, RunOptions]]) -> list[Run]:
+    """The unfinished runs, resumed from their checkpoints; finished ones get ``done``."""
+    runs = []
+    for args, opts in members:
+        out = Path(opts.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / DONE).exists():
+            continue
+        run = Run(args, opts)
+        run.try_resume()
+        if run.step >= run.total and last_step(out) >= run.total:
+            atomic_write_bytes(out / DONE, lambda f: f.write(b"done\n"))  # killed before `done`
+            continue
+        runs.append(run)
+    return runs
+
+
+@contextmanager
+def pack_logs(out_dirs: list[Path]) -> Iterator[None]:
+    """Every member's log.txt receives the pack's log (lines name their run)."""
+    logger = logging.getLogger(__name__)
+    handlers = [logging.FileHandler(d / "log.txt") for d in out_dirs]
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+
+
+def train_packed(members: list[tuple[RunArgs, RunOptions]]) -> list[Path]:
+    """Train the runs as one pack (see the module doc); returns their output dirs."""
+    for _, opts in members:
+        Path(opts.output_dir).mkdir(parents=True, exist_ok=True)
+    dirs = [Path(opts.output_dir) for _, opts in members]
+    with pack_logs(dirs):
+        runs = open_runs(members)
+        if runs:
+            Pack(runs).execute(progress=any(opts.progress for _, opts in members))
+    return dirs

@@ -1,0 +1,120 @@
+"""Model selection (SPEC §1.2): which checkpoint of each run, and which hyperparameter draw.
+
+Two stages, as in DomainBed.  A method scores every checkpoint record of a run and keeps the
+best one (the earliest on ties).  Then, per grid cell (dataset, dataset args, algorithm, fixed
+hparam overrides, training length), it averages the kept checkpoints' hparams score over the
+trial seeds of each hparams draw and keeps the best draw (the lowest hparams_seed on ties), so
+every trial seed of a cell reports the same hyperparameters.  A method whose score a dataset
+cannot give (no validation split, no group labels on it) is "not applicable" there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from ..errors import UserError
+
+Score = Callable[[pd.DataFrame], pd.Series]
+
+
+def column(name: str) -> Score:
+    return lambda df: df[name].astype(float)
+
+
+def mean_aa_wga(df: pd.DataFrame) -> pd.Series:
+    """eX2L's checkpoint criterion J = (AA + WGA) / 2 on the validation split."""
+    return (df["val_acc"] + df["val_wga"]) / 2
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    label: str
+    checkpoint: Score  # maximised over a run's checkpoints
+    hparams: Score  # averaged over trial seeds, maximised over hparams draws
+    checkpoint_doc: str
+    hparams_doc: str
+    needs: str  # what a dataset must have, for the not-applicable message
+
+    def describe(self) -> str:
+        return (f"Checkpoint: {self.checkpoint_doc}. Hyperparameters: per grid cell, the draw with "
+                f"the best {self.hparams_doc}, averaged over trial seeds (same draw for all seeds).")
+
+
+_VAL = "a validation split"
+_VAL_GROUPS = "a validation split with group labels"
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("last", "last checkpoint", column("step"), column("val_acc"),
+           "the last of each run", "validation accuracy at that checkpoint", _VAL),
+    Method("best_val_acc", "best validation accuracy", column("val_acc"), column("val_acc"),
+           "best validation accuracy", "validation accuracy", _VAL),
+    Method("best_val_wga", "best validation worst-group accuracy", column("val_wga"),
+           column("val_wga"), "best validation WGA", "validation WGA", _VAL_GROUPS),
+    Method("best_val_mean_aa_wga", "best validation (AA + WGA) / 2 (eX2L)", mean_aa_wga,
+           mean_aa_wga, "best validation (AA + WGA) / 2", "validation (AA + WGA) / 2", _VAL_GROUPS),
+    # DomainBed's IIDAccuracySelectionMethod; our val splits are the pooled training-env holdout
+    Method("training_domain_val", "training-domain validation (DomainBed)", column("val_acc"),
+           column("val_acc"), "best accuracy on the dataset's val_split (training-domain holdout)",
+           "val_split accuracy", "a validation split (training-domain holdout)"),
+    # DomainBed's OracleSelectionMethod: last checkpoint, hparams by test-domain accuracy
+    Method("oracle", "oracle (test-set selection)", column("step"), column("oracle_acc"),
+           "the last of each run (as DomainBed's oracle)",
+           "accuracy on the oracle split (the test/OOD split where the dataset has none)",
+           "an oracle or test split"),
+)}
+
+
+def parse_methods(text: str) -> list[Method]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or not names:
+        raise UserError(f"unknown selection method(s) {', '.join(unknown) or '(none given)'}; "
+                        f"known: {', '.join(METHODS)}")
+    return [METHODS[n] for n in names]
+
+
+@dataclass
+class NotApplicable:
+    cell: pd.Series  # the cell's first record, for its labels
+    reason: str
+
+
+@dataclass
+class Selected:
+    method: Method
+    runs: pd.DataFrame  # the kept checkpoint of each run of each cell's chosen draw; + "draws"
+    all_draws: pd.DataFrame  # the kept checkpoint of every run
+    not_applicable: list[NotApplicable] = field(default_factory=list)
+
+
+def best_checkpoints(records: pd.DataFrame, method: Method) -> pd.DataFrame:
+    """One record per run: the one maximising the method's checkpoint score (NaN: none)."""
+    score = method.checkpoint(records)
+    valid = score.notna()
+    # records are sorted by (run, step), so idxmax's first maximum is the earliest checkpoint
+    best = score[valid].groupby(records.loc[valid, "run"]).idxmax()
+    return records.loc[best.to_numpy()]
+
+
+def select(records: pd.DataFrame, method: Method) -> Selected:
+    kept = best_checkpoints(records, method)
+    out = Selected(method, records.iloc[:0].assign(draws=0), kept)
+    chosen = []
+    for cell, cell_records in records.groupby("cell", sort=False):
+        picked = kept[kept["cell"] == cell]
+        draws = cell_records["hparams_seed"].nunique()
+        if picked.empty:
+            out.not_applicable.append(NotApplicable(cell_records.iloc[0], f"needs {method.needs}"))
+            continue
+        means = method.hparams(picked).groupby(picked["hparams_seed"]).mean()
+        if draws > 1 and means.isna().all():
+            out.not_applicable.append(NotApplicable(
+                cell_records.iloc[0], f"needs {method.needs} to choose among {draws} hparams draws"))
+            continue
+        best = means.idxmax() if draws > 1 else picked["hparams_seed"].iloc[0]
+        chosen.append(picked[picked["hparams_seed"] == best].assign(draws=draws))
+    if chosen:
+        out.runs = pd.concat(chosen)
+    return out

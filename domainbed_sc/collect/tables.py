@@ -1,0 +1,298 @@
+"""Aggregation over runs, and the tables in Markdown, LaTeX or CSV.
+
+Per selection method: one table per dataset (rows: algorithm × the grid values that differ
+between its cells, such as N or λ; columns: the dataset's evaluation metrics, n runs, dead runs)
+and one summary table per summary metric (rows: algorithm × hparam grid; columns: dataset ×
+dataset-args grid).  Cells are mean ± std over the runs, or the 95% t interval, in percent.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from ..errors import UserError
+from .selection import Selected
+from .stats import summarize
+
+#: SPEC §1.1: a run is dead when its ID accuracy (at the selected checkpoint) is below 20 %
+DEAD_ACC = 0.2
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    role: str  # the split role it is measured on (reader.ROLES)
+    field: str  # acc, wga, acc_gmean or acc_adj
+
+    @property
+    def column(self) -> str:
+        return f"{self.role}_{self.field}"
+
+
+METRICS: dict[str, Metric] = {m.key: m for m in (
+    Metric("id_acc", "ID acc", "id", "acc"),
+    Metric("ood_acc", "OOD acc (AA)", "ood", "acc"),
+    Metric("wga", "WGA", "ood", "wga"),
+    Metric("acc_adj", "acc_adj", "ood", "acc_adj"),
+    Metric("acc_gmean", "acc_gmean", "ood", "acc_gmean"),
+    Metric("id_wga", "ID WGA", "id", "wga"),
+    Metric("val_acc", "val acc", "val", "acc"),
+    Metric("val_wga", "val WGA", "val", "wga"),
+)}
+_FIELD_DOC = {"acc": "AA", "wga": "WGA",
+              "acc_adj": "group accuracies weighted by the training-group frequencies",
+              "acc_gmean": "unweighted mean of the group accuracies"}
+AA_WGA_DOC = ("AA (average accuracy): the sample mean of correct predictions over a split. "
+              "WGA (worst-group accuracy): the minimum, over the split's non-empty groups "
+              "g = (y, s), of the group's accuracy.")
+
+
+def parse_metrics(text: str) -> list[Metric]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in METRICS]
+    if unknown or not keys:
+        raise UserError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                        f"known: {', '.join(METRICS)}")
+    return [METRICS[k] for k in keys]
+
+
+# -- aggregation ------------------------------------------------------------------------------
+def identity(row: pd.Series) -> dict[str, Any]:
+    """The columns that name a grid cell (and the splits, for the definitions)."""
+    keys = [k for k in row.index if k.startswith(("arg:", "hp:"))]
+    names = ["dataset", "algorithm", "cell", "epochs", "steps", "id_split", "ood_split", *keys]
+    return {k: row[k] for k in names}
+
+
+def aggregate(selected: Selected, metrics: list[Metric], exclude_dead: bool) -> pd.DataFrame:
+    """One row per grid cell: its identity, the chosen draw, n, dead, and per metric
+    ``<key>_mean``, ``_std``, ``_ci95`` (half-width), ``_n`` in percent; ``note`` for cells the
+    method does not apply to."""
+    rows = []
+    for _, runs in selected.runs.groupby("cell", sort=False):
+        dead = runs["id_acc"] < DEAD_ACC  # NaN (no ID split) is never dead
+        kept = runs[~dead] if exclude_dead else runs
+        row = {**identity(runs.iloc[0]), "hparams_seed": runs["hparams_seed"].iloc[0],
+               "draws": runs["draws"].iloc[0], "n": len(kept),
+               "dead": int(dead.sum()) if runs["id_acc"].notna().any() else math.nan, "note": ""}
+        for m in metrics:
+            s = summarize(kept[m.column] * 100)
+            row.update({f"{m.key}_mean": s.mean, f"{m.key}_std": s.std,
+                        f"{m.key}_ci95": s.ci95, f"{m.key}_n": s.n})
+        rows.append(row)
+    for na in selected.not_applicable:
+        rows.append({**identity(na.cell), "note": f"not applicable: {na.reason}"})
+    table = pd.DataFrame(rows)
+    for col in ["hparams_seed", "draws", "n", "dead", *stat_columns(metrics)]:
+        if col not in table:  # every cell not applicable
+            table[col] = math.nan
+    order = sorted(range(len(table)), key=lambda i: sort_key(table.iloc[i]))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def stat_columns(metrics: list[Metric]) -> list[str]:
+    return [f"{m.key}_{s}" for m in metrics for s in ("mean", "std", "ci95", "n")]
+
+
+def sort_key(row: pd.Series) -> tuple:
+    """Dataset, then dataset args (e.g. N), then algorithm, then hparam overrides."""
+    args = [k for k in row.index if k.startswith("arg:")]
+    hps = [k for k in row.index if k.startswith("hp:")]
+    return tuple(_order(row[k]) for k in ["dataset", *args, "algorithm", *hps, "epochs", "steps"])
+
+
+def _order(v: Any) -> tuple:
+    if _missing(v):
+        return (0, 0.0, "")
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+        return (1, float(v), "")
+    return (2, 0.0, str(v))
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+# -- cell text --------------------------------------------------------------------------------
+def value_text(v: Any) -> str:
+    if _missing(v):
+        return "–"
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def stat_text(row: pd.Series, key: str, ci: bool) -> str:
+    """"93.2 ± 1.4" or "93.2 [90.1, 96.3]"; "(n=k)" when fewer runs have the metric than the row."""
+    n = row.get(f"{key}_n")
+    if _missing(n) or n == 0:
+        return "n/a"
+    mean, std, half = row[f"{key}_mean"], row[f"{key}_std"], row[f"{key}_ci95"]
+    if n == 1:
+        text = f"{mean:.1f}"
+    elif ci:
+        text = f"{mean:.1f} [{mean - half:.1f}, {mean + half:.1f}]"
+    else:
+        text = f"{mean:.1f} ± {std:.1f}"
+    return text + (f" (n={int(n)})" if n != row["n"] else "")
+
+
+def grid_columns(table: pd.DataFrame, prefixes: tuple[str, ...] = ("arg:", "hp:")) -> list[str]:
+    """The grid columns (and training lengths) whose values differ between the table's rows."""
+    cols = [c for c in table.columns if c.startswith(prefixes)] + ["epochs", "steps"]
+    return [c for c in cols if c in table and table[c].astype(str).nunique(dropna=False) > 1]
+
+
+def grid_label(row: pd.Series, cols: list[str]) -> str:
+    return ", ".join(f"{c.split(':')[-1]}={value_text(row[c])}" for c in cols if not _missing(row[c]))
+
+
+# -- tables -----------------------------------------------------------------------------------
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+def dataset_table(agg: pd.DataFrame, metrics: list[Metric], ci: bool) -> tuple[Table, list[Metric]]:
+    """The table of one dataset's cells, and the metrics it shows (those the dataset has)."""
+    grid = grid_columns(agg)
+    shown = [m for m in metrics if agg[f"{m.key}_n"].fillna(0).sum() > 0]
+    with_seed = bool(agg["draws"].fillna(1).max() > 1)
+    with_dead = bool(agg["dead"].notna().any())
+    headers = ["algorithm", *(c.split(":")[-1] for c in grid), *(m.label for m in shown), "n",
+               *(["dead"] if with_dead else []), *(["hparams_seed"] if with_seed else [])]
+    rows = []
+    for _, r in agg.iterrows():
+        cells = [r["algorithm"], *(value_text(r[c]) for c in grid)]
+        if r["note"]:
+            cells += ["n/a"] * (len(headers) - len(cells))
+        else:
+            cells += [stat_text(r, m.key, ci) for m in shown] + [str(int(r["n"]))]
+            cells += [value_text(r["dead"])] * with_dead + [value_text(r["hparams_seed"])] * with_seed
+        rows.append(cells)
+    return Table(headers, rows), shown
+
+
+def summary_table(agg: pd.DataFrame, metric: Metric, ci: bool) -> Table | None:
+    """Rows: algorithm × hparam grid; columns: dataset × its dataset-args grid (None if empty)."""
+    ok = agg[agg[f"{metric.key}_n"].fillna(0) > 0]
+    if ok.empty:
+        return None
+    row_cols = grid_columns(ok, ("hp:",))
+    col_label = {}
+    for _, part in ok.groupby("dataset", sort=False):
+        args = grid_columns(part, ("arg:",))
+        for i, r in part.iterrows():
+            col_label[i] = " ".join(filter(None, [r["dataset"], grid_label(r, args)]))
+    cells: dict[str, dict[str, str]] = {}
+    for i, r in ok.iterrows():
+        label = " ".join(filter(None, [r["algorithm"], grid_label(r, row_cols)]))
+        cells.setdefault(label, {})[col_label[i]] = stat_text(r, metric.key, ci)
+    columns = list(dict.fromkeys(col_label[i] for i in ok.index))
+    rows = [[label, *(row.get(c, "–") for c in columns)] for label, row in cells.items()]
+    return Table(["algorithm", *columns], rows)
+
+
+def column_docs(agg: pd.DataFrame, shown: list[Metric]) -> str:
+    first = agg.iloc[0]
+    docs = [f"{m.label} = {_FIELD_DOC[m.field]} on {first.get(f'{m.role}_split') or m.role}"
+            for m in shown]
+    return "Columns: " + "; ".join(docs) + "." if docs else ""
+
+
+def cells_doc(ci: bool, exclude_dead: bool) -> str:
+    stat = "mean [95% CI, Student t]" if ci else "mean ± std"
+    dead = "excluded from" if exclude_dead else "included in"
+    return (f"Cells: {stat} over the n runs (trial seeds) of the selected hyperparameters, in %. "
+            f"dead: runs whose ID acc is below {DEAD_ACC:.0%} at the selected checkpoint "
+            f"({dead} the cells).")
+
+
+# -- documents --------------------------------------------------------------------------------
+@dataclass
+class Format:
+    """How one output format writes headings, tables and paragraphs."""
+
+    heading: Callable[[int, str], str]
+    table: Callable[[Table], str]
+    text: Callable[[str], str]
+
+
+def latex_escape(text: str) -> str:
+    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+            "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+    return "".join(repl.get(c, c) for c in text)
+
+
+MARKDOWN = Format(
+    heading=lambda level, text: f"{'#' * level} {text}",
+    table=lambda t: tabulate(t.rows, t.headers, tablefmt="github", disable_numparse=True),
+    text=lambda text: text,
+)
+LATEX = Format(  # needs \usepackage{booktabs}; "±" and "–" are UTF-8 (LaTeX >= 2018)
+    heading=lambda level, text: f"\\{'sub' * (level - 1)}section*{{{latex_escape(text)}}}",
+    table=lambda t: ("\\begin{center}\n" + tabulate(t.rows, t.headers, tablefmt="latex_booktabs",
+                                                    disable_numparse=True) + "\n\\end{center}"),
+    text=latex_escape,
+)
+
+
+@dataclass
+class Section:
+    """One selection method's results: its aggregate over all datasets."""
+
+    selected: Selected
+    agg: pd.DataFrame
+
+
+def render(sections: list[Section], fmt: Format, metrics: list[Metric],
+           summary_metrics: list[Metric], ci: bool, exclude_dead: bool, footer: str) -> str:
+    blocks = []
+    for sec in sections:
+        method = sec.selected.method
+        blocks += [fmt.heading(1, f"Selection: {method.name} — {method.label}"),
+                   fmt.text(method.describe())]
+        if sec.agg.empty:
+            blocks.append(fmt.text("No runs."))
+            continue
+        for dataset, agg in sec.agg.groupby("dataset", sort=False):
+            blocks += dataset_blocks(str(dataset), agg, fmt, metrics, ci, exclude_dead)
+        for metric in summary_metrics:
+            table = summary_table(sec.agg, metric, ci)
+            if table is not None and len(table.headers) > 2:  # one column repeats the table above
+                blocks += [fmt.heading(2, f"Summary: {metric.label}"), fmt.table(table),
+                           fmt.text(AA_WGA_DOC + " " + cells_doc(ci, exclude_dead))]
+    blocks.append(fmt.text(footer))
+    return "\n\n".join(blocks) + "\n"
+
+
+def dataset_blocks(dataset: str, agg: pd.DataFrame, fmt: Format, metrics: list[Metric],
+                   ci: bool, exclude_dead: bool) -> list[str]:
+    blocks = [fmt.heading(2, dataset)]
+    notes = sorted(set(agg["note"]) - {""})
+    if (agg["note"] != "").all():
+        return blocks + [fmt.text(f"{'; '.join(notes)} ({dataset}).")]
+    table, shown = dataset_table(agg, metrics, ci)
+    docs = [AA_WGA_DOC, column_docs(agg, shown), cells_doc(ci, exclude_dead)]
+    if notes:
+        docs.append("n/a rows: " + "; ".join(notes) + ".")
+    return blocks + [fmt.table(table), fmt.text(" ".join(filter(None, docs)))]
+
+
+def render_csv(sections: list[Section], metrics: list[Metric]) -> str:
+    """One tidy row per (selection, grid cell), numbers in percent at full precision."""
+    frames = [sec.agg.assign(selection=sec.selected.method.name) for sec in sections if not sec.agg.empty]
+    if not frames:
+        return ""
+    table = pd.concat(frames, ignore_index=True)
+    grid = [c for c in table.columns if c.startswith(("arg:", "hp:"))]
+    cols = ["selection", "dataset", "algorithm", *grid, "epochs", "steps", "hparams_seed", "draws",
+            "n", "dead", *stat_columns(metrics), "note"]
+    return table.reindex(columns=cols).to_csv(index=False)

@@ -1,0 +1,74 @@
+"""``domainbed-sc collect``: model selection over finished runs, tables and plots."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_SELECTION = "last,training_domain_val,oracle"
+DEFAULT_METRICS = "id_acc,ood_acc,wga,acc_adj"
+DEFAULT_SUMMARY = "ood_acc,wga"
+
+
+def cmd_collect(a: argparse.Namespace) -> None:
+    from ..cache import atomic_write_bytes
+    from ..collect import plots, reader, selection, tables
+    from ..errors import UserError
+
+    methods = selection.parse_methods(a.selection)
+    metrics = tables.parse_metrics(a.metric)
+    summary_metrics = tables.parse_metrics(a.summary_metric)
+    kinds = tuple(k.strip() for k in a.plot_kinds.split(",") if k.strip())
+    if set(kinds) - set(plots.PLOT_KINDS):
+        raise UserError(f"unknown plot kind(s) in {a.plot_kinds!r}; known: {', '.join(plots.PLOT_KINDS)}")
+    collection = reader.read_runs(a.dirs)
+    records = collection.records
+    if records.empty:
+        raise UserError(f"no finished run under {', '.join(a.dirs)} ({collection.skipped.summary()})")
+    wanted = list(dict.fromkeys(metrics + summary_metrics))
+    sections = []
+    for method in methods:
+        selected = selection.select(records, method)
+        sections.append(tables.Section(selected, tables.aggregate(selected, wanted, a.exclude_dead)))
+    footer = (f"Collected {records['run'].nunique()} finished runs ({len(records)} checkpoint "
+              f"records) from {', '.join(a.dirs)}. {collection.skipped.summary()}.")
+    if a.format == "csv":
+        text = tables.render_csv(sections, metrics)
+        print(footer, file=sys.stderr)
+    else:
+        fmt = tables.LATEX if a.format == "latex" else tables.MARKDOWN
+        text = tables.render(sections, fmt, metrics, summary_metrics, a.ci, a.exclude_dead, footer)
+    if a.output:
+        atomic_write_bytes(Path(a.output), lambda f: f.write(text.encode()))
+    else:
+        sys.stdout.write(text)
+    if a.plots:
+        paths = plots.write_plots(sections, metrics, Path(a.plots), kinds)
+        print(f"wrote {len(paths)} plot files to {a.plots}", file=sys.stderr)
+
+
+def add_parser(sub) -> None:
+    # the method and metric names live in domainbed_sc.collect (an unknown name lists them);
+    # importing it here would load pandas for every command
+    p = sub.add_parser("collect", help="model selection and result tables / plots over run dirs",
+                       description="Read every results.jsonl under DIRs (finished runs only), "
+                                   "select checkpoints and hyperparameters, print tables.")
+    p.add_argument("dirs", nargs="+", metavar="DIR")
+    p.add_argument("--selection", default=DEFAULT_SELECTION,
+                   help=f"comma-separated methods (default {DEFAULT_SELECTION}); also best_val_acc, "
+                        "best_val_wga, best_val_mean_aa_wga")
+    p.add_argument("--metric", default=DEFAULT_METRICS,
+                   help=f"table columns (default {DEFAULT_METRICS}); also acc_gmean, id_wga, "
+                        "val_acc, val_wga")
+    p.add_argument("--summary-metric", default=DEFAULT_SUMMARY,
+                   help=f"one summary table across datasets per metric (default {DEFAULT_SUMMARY})")
+    p.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown",
+                   help="CSV is tidy: one row per (selection, grid cell), numbers in %%")
+    p.add_argument("--ci", action="store_true", help="95%% t confidence intervals instead of ± std")
+    p.add_argument("--exclude-dead", action="store_true",
+                   help="leave runs with ID accuracy < 20%% out of the cells (still counted)")
+    p.add_argument("--plots", metavar="OUT_DIR", help="also write figures (PNG + PDF) here")
+    p.add_argument("--plot-kinds", default="sweep,groups",
+                   help="sweep (metric vs swept N / λ ...), groups (per-group accuracy heatmaps)")
+    p.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")
+    p.set_defaults(func=cmd_collect)

@@ -56,6 +56,7 @@ def masked_mean(sim: Tensor, mask: Tensor) -> Tensor:
 
 @register_algorithm("DL")
 class DL(ERM):
+    packable = True  # loss() is pure and vmap-safe: K seeds can train as one pack
     requires = frozenset({"s"})  # for the default (supervised) variant; see required_labels
     HPARAMS = {
         "dl_variant": HParam("supervised", None, one_of(*VARIANTS)),

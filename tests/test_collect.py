@@ -202,9 +202,11 @@ def test_latex_and_csv(tmp_path):
     assert "\\toprule" in latex and "80.0 [55.2, 104.8]" in latex
     assert "\\section*{Selection: last" in latex and "mnist\\_cifar" in latex
     assert "dl\\_lambda" in latex and "WGA (worst-group accuracy)" in latex
-    code, csv, err = run_cli(root, "--format", "csv", "--selection", "last,oracle,best_val_acc")
-    assert code == 0 and "skipped: nothing" in err
-    table = pd.read_csv(io.StringIO(csv))
+    out = tmp_path / "tables" / "all.csv"
+    code, stdout, err = run_cli(root, "--format", "csv", "--selection", "last,oracle,best_val_acc",
+                                "--output", out)
+    assert code == 0 and stdout == "" and "skipped: nothing" in err
+    table = pd.read_csv(out)
     erm = table[(table.selection == "last") & (table.algorithm == "ERM")].iloc[0]
     assert (erm.ood_acc_mean, erm.ood_acc_std, erm.n, erm.dead) == (80.0, 10.0, 3, 0)
     na = table[table.selection == "best_val_acc"]

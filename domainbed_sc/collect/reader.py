@@ -6,8 +6,8 @@ that are not records, other ``*.jsonl`` files and second copies of a run are cou
 ``Skipped`` and reported under the tables.
 
 Columns: run identity (``run``, ``name``, ``run_id``, ``dataset``, ``algorithm``, seeds,
-``epochs``, ``steps``), ``step``, the grid ``cell`` (a hash of dataset, resolved dataset args,
-algorithm, fixed hparam overrides and training length), ``arg:<k>`` for each resolved dataset
+``epochs``, ``steps``, ``checkpoint_freq``), ``step``, the grid ``cell`` (a hash of dataset,
+resolved dataset args, algorithm, fixed hparam overrides and those three), ``arg:<k>`` for each resolved dataset
 argument and ``hp:<k>`` for each hparam override, and per split role (``val``, ``oracle``,
 ``id``, ``ood``) the split name ``<role>_split`` and ``<role>_<field>`` for acc, wga, acc_gmean,
 acc_adj (NaN where the split or field is missing); ``id_group_acc`` / ``ood_group_acc`` keep the
@@ -31,6 +31,8 @@ from ..training.records import DONE, RESULTS, RunArgs
 ROLES = ("val", "oracle", "id", "ood")
 FIELDS = ("acc", "wga", "acc_gmean", "acc_adj")
 GROUP_ROLES = ("id", "ood")
+#: run arguments that set how long a run trains and how often it is evaluated (part of a cell)
+LENGTH = ("epochs", "steps", "checkpoint_freq")
 
 
 @dataclass
@@ -151,7 +153,7 @@ def record_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     args = RunArgs(**rec["args"])
     ds, metrics = rec["dataset"], rec["metrics"]
     data_args = dict(ds.get("args") or args.dataset_args)
-    length = {"epochs": args.epochs, "steps": args.steps}
+    length = {k: getattr(args, k) for k in LENGTH}
     row: dict[str, Any] = {
         "run": str(run_dir), "name": run_dir.name, "run_id": args.run_id(),
         "dataset": args.dataset, "algorithm": args.algorithm,

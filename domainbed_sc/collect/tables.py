@@ -16,6 +16,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ..errors import UserError
+from .reader import LENGTH
 from .selection import Selected
 from .stats import summarize
 
@@ -66,7 +67,7 @@ def parse_metrics(text: str) -> list[Metric]:
 def identity(row: pd.Series) -> dict[str, Any]:
     """The columns that name a grid cell (and the splits, for the definitions)."""
     keys = [k for k in row.index if k.startswith(("arg:", "hp:"))]
-    names = ["dataset", "algorithm", "cell", "epochs", "steps", "id_split", "ood_split", *keys]
+    names = ["dataset", "algorithm", "cell", *LENGTH, "id_split", "ood_split", *keys]
     return {k: row[k] for k in names}
 
 
@@ -104,7 +105,7 @@ def sort_key(row: pd.Series) -> tuple:
     """Dataset, then dataset args (e.g. N), then algorithm, then hparam overrides."""
     args = [k for k in row.index if k.startswith("arg:")]
     hps = [k for k in row.index if k.startswith("hp:")]
-    return tuple(_order(row[k]) for k in ["dataset", *args, "algorithm", *hps, "epochs", "steps"])
+    return tuple(_order(row[k]) for k in ["dataset", *args, "algorithm", *hps, *LENGTH])
 
 
 def _order(v: Any) -> tuple:
@@ -145,7 +146,7 @@ def stat_text(row: pd.Series, key: str, ci: bool) -> str:
 
 def grid_columns(table: pd.DataFrame, prefixes: tuple[str, ...] = ("arg:", "hp:")) -> list[str]:
     """The grid columns (and training lengths) whose values differ between the table's rows."""
-    cols = [c for c in table.columns if c.startswith(prefixes)] + ["epochs", "steps"]
+    cols = [c for c in table.columns if c.startswith(prefixes)] + list(LENGTH)
     return [c for c in cols if c in table and table[c].astype(str).nunique(dropna=False) > 1]
 
 
@@ -293,6 +294,6 @@ def render_csv(sections: list[Section], metrics: list[Metric]) -> str:
         return ""
     table = pd.concat(frames, ignore_index=True)
     grid = [c for c in table.columns if c.startswith(("arg:", "hp:"))]
-    cols = ["selection", "dataset", "algorithm", *grid, "epochs", "steps", "hparams_seed", "draws",
+    cols = ["selection", "dataset", "algorithm", *grid, *LENGTH, "hparams_seed", "draws",
             "n", "dead", *stat_columns(metrics), "note"]
     return table.reindex(columns=cols).to_csv(index=False)

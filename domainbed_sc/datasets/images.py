@@ -24,7 +24,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 
 from ..errors import UserError
 from .base import Batch, Split
@@ -41,6 +40,8 @@ Transform = Callable[[Image.Image], Tensor]
 
 def to_normalized_tensor() -> list:
     """The last steps of every image transform: [0, 1] tensor, then ImageNet normalisation."""
+    from torchvision import transforms as T  # lazy: importing torchvision costs every run ~1 s
+
     return [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision import transforms as T
 
 from ..errors import UserError
 from . import register_dataset
@@ -94,6 +93,8 @@ def environments(challenge: str, t: int) -> list[list[Take]]:
 
 
 def transforms(size: int, augment: bool) -> ImageTransforms:
+    from torchvision import transforms as T  # lazy: every run imports this module
+
     eval_tf = T.Compose([T.Resize((size, size)), *to_normalized_tensor()])
     train_tf = T.Compose([T.Resize((size, size)), T.RandomHorizontalFlip(),
                           T.ColorJitter(0.3, 0.3, 0.3, 0.3), T.RandomGrayscale(),

@@ -26,10 +26,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 from torch import Tensor
-from torchvision import transforms as T
 
 from ..errors import UserError
 from ..hparams import seed_hash
@@ -56,6 +54,8 @@ class WaterbirdsArgs(DatasetArgs):
 
 
 def transforms(size: int, augment: bool) -> ImageTransforms:
+    from torchvision import transforms as T  # lazy, like pandas below: every run imports this module
+
     resized = round(size * 256 / 224)
     eval_tf = T.Compose([T.Resize((resized, resized)), T.CenterCrop(size), *to_normalized_tensor()])
     train_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(0.75, 4 / 3)),
@@ -69,6 +69,8 @@ def read_metadata(data_dir: Path) -> tuple[ImageRows, Tensor]:
     path = root / "metadata.csv"
     if not path.exists():
         raise missing_data("Waterbirds metadata.csv", path, data_dir, "waterbirds")
+    import pandas as pd
+
     meta = pd.read_csv(path)
     absent = [c for c in COLUMNS if c not in meta.columns]
     if absent:

@@ -1,0 +1,108 @@
+"""``domainbed-sc sweep launch|relaunch|status SWEEP.yaml``: run a sweep file's jobs, or show them.
+
+``launch`` runs every job that is neither done nor queued/running somewhere (finished jobs are
+skipped, interrupted ones resume from their checkpoint); ``relaunch --failed`` only the failed
+ones; ``status`` counts jobs per state and lists them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ..cli import add_env_arguments
+
+
+def key_value(text: str) -> tuple[str, str | bool]:
+    key, sep, value = text.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY, got {text!r}")
+    return key, value if sep else True
+
+
+def make_launcher(a: argparse.Namespace, sweep, output_root: Path):
+    from ..sweep import launchers
+    from ..sweep.spec import parse_minutes
+
+    name = "dry" if a.dry_run else a.launcher
+    if name == "local":
+        return launchers.LocalLauncher()
+    if name == "parallel":
+        return launchers.ParallelLauncher(a.workers)
+    if name == "dry":
+        return launchers.DryLauncher()
+    flags = {"partition": a.partition, "gpus": a.gpus, "cpus": a.cpus, "mem": a.mem,
+             "array_parallelism": a.array_parallelism,
+             "time": None if a.time is None else parse_minutes(a.time)}
+    resources = dataclasses.replace(sweep.resources, **{k: v for k, v in flags.items() if v is not None},
+                                    sbatch={**sweep.resources.sbatch, **dict(a.sbatch)})
+    return launchers.SlurmLauncher(resources, output_root / ".submitit", sweep.name)
+
+
+def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
+    from ..datasets.sources import resolve_data_dir
+    from ..errors import UserError
+    from ..sweep import JobEnv, sweep_jobs
+    from ..sweep.jobs import Outcome
+    from ..sweep.launchers import launch_jobs
+    from ..training.trainer import resolve_device
+
+    resolve_device(a.device)  # a bad device fails here, not once per job
+    sweep, jobs = sweep_jobs(a.sweep, a.output_root)
+    root = jobs[0].dir.parent
+    print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}", flush=True)
+    launcher = make_launcher(a, sweep, root)
+    result = launch_jobs(jobs, launcher, JobEnv(resolve_data_dir(a.data_dir), a.device), failed_only)
+    failed = sum(r is Outcome.FAILED for r in result)
+    if failed:
+        raise UserError(f"{failed} job(s) failed; `domainbed-sc sweep status {a.sweep}` shows "
+                        f"their errors, `sweep relaunch --failed` runs them again")
+
+
+def cmd_relaunch(a: argparse.Namespace) -> None:
+    cmd_launch(a, failed_only=True)
+
+
+def cmd_status(a: argparse.Namespace) -> None:
+    from ..sweep import sweep_jobs
+    from ..sweep.status import format_status, job_statuses
+
+    _, jobs = sweep_jobs(a.sweep, a.output_root, check=False)
+    print(format_status(job_statuses(jobs)))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", help="sweep YAML file (see sweeps/)")
+    p.add_argument("--output-root", help="where job dirs go (default runs/<sweep file name>)")
+
+
+def _launch_arguments(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    add_env_arguments(p)
+    p.add_argument("--launcher", choices=("local", "parallel", "slurm", "dry"), default="local")
+    p.add_argument("--dry-run", action="store_true", help="print what would run (= --launcher dry)")
+    p.add_argument("--workers", type=int, help="parallel: worker processes (default: CPU cores)")
+    slurm = p.add_argument_group("slurm (override the sweep file's resources)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--time", help="per job: minutes or D-HH:MM:SS")
+    slurm.add_argument("--gpus", type=int, help="GPUs per job")
+    slurm.add_argument("--cpus", type=int, help="CPUs per job")
+    slurm.add_argument("--mem", help="memory per job, e.g. 16G")
+    slurm.add_argument("--array-parallelism", type=int, help="max array tasks running at once")
+    slurm.add_argument("--sbatch", type=key_value, action="append", default=[], metavar="KEY=VAL",
+                       help="extra sbatch option, repeatable (e.g. --sbatch qos=high)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="launch a sweep file's jobs, relaunch failed ones, show status")
+    actions = p.add_subparsers(dest="action", required=True)
+    launch = actions.add_parser("launch", help="run every job not done, queued or running")
+    _launch_arguments(launch)
+    launch.set_defaults(func=cmd_launch)
+    relaunch = actions.add_parser("relaunch", help="run the failed jobs again")
+    _launch_arguments(relaunch)
+    relaunch.add_argument("--failed", action="store_true", required=True, help="only failed jobs")
+    relaunch.set_defaults(func=cmd_relaunch)
+    status = actions.add_parser("status", help="jobs per state, and a table of jobs")
+    _common(status)
+    status.set_defaults(func=cmd_status)

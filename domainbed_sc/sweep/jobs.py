@@ -1,0 +1,184 @@
+"""Sweep jobs on disk: identity, state file, and the claim that keeps a job to one process.
+
+A job is one ``RunArgs``; its directory is ``output_root / args.dir_name()`` (a readable name plus
+a hash of the scientific arguments only), so it does not depend on paths, launcher or machine.
+Beside the trainer's files (results.jsonl, checkpoint.pt, done, log.txt) a job dir holds:
+
+* ``job.json``: a ``JobState`` (launcher, SLURM job id, state, last error line), written atomically;
+* ``lock``: the claim.  The process running the job holds an exclusive non-blocking ``flock`` on
+  it, so a second launcher skips the job instead of running it twice at the same time.  The kernel
+  drops the lock when that process dies, so a killed job never stays "claimed";
+* ``state.lock``: serialises read-modify-write of job.json (submitter vs. an early-starting job);
+* ``error.txt``: the traceback of the last failure.
+
+Nothing here deletes a job's outputs; a re-run resumes from checkpoint.pt (see the trainer).
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import socket
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Iterator
+
+from ..cache import atomic_write_bytes
+from ..training.records import DONE, RunArgs
+from ..training.trainer import RunOptions, train
+
+STATE_FILE = "job.json"
+LOCK_FILE = "lock"
+STATE_LOCK_FILE = "state.lock"
+ERROR_FILE = "error.txt"
+
+
+@dataclass(frozen=True)
+class Job:
+    args: RunArgs
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+
+def make_jobs(runs: list[RunArgs], output_root: Path) -> list[Job]:
+    root = Path(output_root).resolve()
+    return [Job(args, root / args.dir_name()) for args in runs]
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    """Where a job reads data and which device it uses; not part of its identity."""
+
+    data_dir: Path
+    device: str = "auto"
+
+    def options(self, job: Job) -> RunOptions:
+        return RunOptions(job.dir, self.data_dir, self.device, progress=False)
+
+
+# -- job.json --------------------------------------------------------------------------------
+@dataclass
+class JobState:
+    state: str  # queued | running | failed | done
+    launcher: str
+    job_id: str | None = None  # the SLURM (submitit) job id
+    error: str | None = None  # the last line of the error, for failed jobs
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    time: float = field(default_factory=time.time)
+
+
+@contextmanager
+def _state_lock(job_dir: Path) -> Iterator[None]:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job_dir / STATE_LOCK_FILE, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def read_state(job_dir: Path) -> JobState | None:
+    try:
+        return JobState(**json.loads((job_dir / STATE_FILE).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def _write(job_dir: Path, state: JobState) -> None:
+    blob = json.dumps(dataclasses.asdict(state), indent=1).encode()
+    atomic_write_bytes(job_dir / STATE_FILE, lambda f: f.write(blob))
+
+
+def write_state(job_dir: Path, state: JobState) -> None:
+    with _state_lock(job_dir):
+        _write(job_dir, state)
+
+
+def set_job_id(job_dir: Path, job_id: str) -> None:
+    """Record a SLURM id after submission, unless the job already started and wrote its own."""
+    with _state_lock(job_dir):
+        state = read_state(job_dir)
+        if state is not None and state.job_id is None:
+            _write(job_dir, dataclasses.replace(state, job_id=job_id))
+
+
+def error_line(exc: BaseException) -> str:
+    lines = [line for line in f"{type(exc).__name__}: {exc}".splitlines() if line.strip()]
+    return lines[-1]
+
+
+# -- the claim -------------------------------------------------------------------------------
+class Claim:
+    """An exclusive flock on ``<job>/lock``; held until ``release`` or the process ends."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def release(self) -> None:
+        os.close(self.fd)  # closing the only descriptor drops the flock
+
+
+def try_claim(job_dir: Path, attempts: int = 3) -> Claim | None:
+    """The claim, or None if another process holds it.  A few short retries, because ``status``
+    takes the lock for an instant to test it; a running job holds it for the whole run."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return Claim(fd)
+        except BlockingIOError:
+            if attempt + 1 < attempts:
+                time.sleep(0.05)
+    os.close(fd)
+    return None
+
+
+def is_claimed(job_dir: Path) -> bool:
+    if not (job_dir / LOCK_FILE).exists():
+        return False
+    claim = try_claim(job_dir, attempts=1)
+    if claim is None:
+        return True
+    claim.release()
+    return False
+
+
+# -- running one job -------------------------------------------------------------------------
+class Outcome(str, Enum):
+    RAN = "ran"
+    FAILED = "failed"
+    CLAIMED = "running elsewhere"
+    DONE = "already done"
+
+
+def run_job(job: Job, env: JobEnv, launcher: str, job_id: str | None = None) -> Outcome:
+    """Claim the job, train it (resuming from its checkpoint) and record the outcome.
+
+    An exception fails this job only: its last line goes to job.json, the traceback to error.txt.
+    KeyboardInterrupt / SystemExit (e.g. SLURM requeue) pass through; the job resumes later.
+    """
+    claim = try_claim(job.dir)
+    if claim is None:
+        return Outcome.CLAIMED
+    try:
+        if (job.dir / DONE).exists():
+            return Outcome.DONE
+        write_state(job.dir, JobState("running", launcher, job_id))
+        try:
+            train(job.args, env.options(job))
+        except Exception as exc:
+            atomic_write_bytes(job.dir / ERROR_FILE, lambda f: f.write(traceback.format_exc().encode()))
+            write_state(job.dir, JobState("failed", launcher, job_id, error_line(exc)))
+            return Outcome.FAILED
+        write_state(job.dir, JobState("done", launcher, job_id))
+        return Outcome.RAN
+    finally:
+        claim.release()

@@ -7,11 +7,11 @@ that are not records, other ``*.jsonl`` files and second copies of a run are cou
 
 Columns: run identity (``run``, ``name``, ``run_id``, ``dataset``, ``algorithm``, seeds,
 ``epochs``, ``steps``, ``checkpoint_freq``), ``step``, the grid ``cell`` (a hash of dataset,
-resolved dataset args, algorithm, fixed hparam overrides and those three), ``arg:<k>`` for each resolved dataset
-argument and ``hp:<k>`` for each hparam override, and per split role (``val``, ``oracle``,
-``id``, ``ood``) the split name ``<role>_split`` and ``<role>_<field>`` for acc, wga, acc_gmean,
-acc_adj (NaN where the split or field is missing); ``id_group_acc`` / ``ood_group_acc`` keep the
-per-group accuracies (dicts) for heatmaps.
+resolved dataset args, algorithm, fixed hparam overrides and those three), ``arg:<k>`` for
+each resolved dataset argument and ``hp:<k>`` for each hparam override, and per split role
+(``val``, ``oracle``, ``id``, ``ood``) the split name ``<role>_split`` and ``<role>_<field>``
+for acc, wga, acc_gmean, acc_adj (NaN where the split or field is missing); ``id_group_acc`` /
+``ood_group_acc`` keep the per-group accuracies (dicts) for heatmaps.
 """
 from __future__ import annotations
 
@@ -58,11 +58,6 @@ class Skipped:
                 parts.append(f"{total} {what}{'s' * (total != 1)} (in {', '.join(sorted(lines))})")
         parts = [p for p in parts if p]
         return "skipped: " + ("; ".join(parts) if parts else "nothing")
-
-    def total(self) -> int:
-        return (len(self.not_done) + len(self.unreadable) + len(self.duplicates)
-                + len(self.foreign_files) + sum(self.corrupt_lines.values())
-                + sum(self.foreign_lines.values()))
 
 
 def _count(names: list[str], noun: str, what: str) -> str:

@@ -289,7 +289,8 @@ def dataset_blocks(dataset: str, agg: pd.DataFrame, fmt: Format, metrics: list[M
 
 def render_csv(sections: list[Section], metrics: list[Metric]) -> str:
     """One tidy row per (selection, grid cell), numbers in percent at full precision."""
-    frames = [sec.agg.assign(selection=sec.selected.method.name) for sec in sections if not sec.agg.empty]
+    frames = [sec.agg.assign(selection=sec.selected.method.name)
+              for sec in sections if not sec.agg.empty]
     if not frames:
         return ""
     table = pd.concat(frames, ignore_index=True)

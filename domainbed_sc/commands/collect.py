@@ -20,7 +20,8 @@ def cmd_collect(a: argparse.Namespace) -> None:
     summary_metrics = tables.parse_metrics(a.summary_metric)
     kinds = tuple(k.strip() for k in a.plot_kinds.split(",") if k.strip())
     if set(kinds) - set(plots.PLOT_KINDS):
-        raise UserError(f"unknown plot kind(s) in {a.plot_kinds!r}; known: {', '.join(plots.PLOT_KINDS)}")
+        raise UserError(f"unknown plot kind(s) in {a.plot_kinds!r}; "
+                        f"known: {', '.join(plots.PLOT_KINDS)}")
     collection = reader.read_runs(a.dirs)
     records = collection.records
     if records.empty:

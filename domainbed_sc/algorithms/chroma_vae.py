@@ -170,13 +170,15 @@ class ChromaVAE(Algorithm):
             return self.mean_image(torch.cat([eps1, mu2], dim=1))
 
     def on_epoch(self, ctx) -> None:
-        train = ctx.dataset.splits["train"]
         if not ctx.final:
             if ctx.epoch == 0 and self.hparams["chroma_likelihood"] == "bernoulli":
-                check_unit_range(train)
-            return
-        if self.stage == 2:
-            return
+                check_unit_range(ctx.dataset.splits["train"])
+        elif self.stage == 1:
+            self.run_stage2(ctx)
+
+    def run_stage2(self, ctx) -> None:
+        """Diagnostics of stage 1, the z2-classifier's fit, the reconstruction grid."""
+        train = ctx.dataset.splits["train"]
         ctx.extra["chroma_z1_acc"] = {name: (ctx.predict(self, name) == split.y.to(ctx.device))
                                       .double().mean().item()
                                       for name, split in ctx.dataset.splits.items()}

@@ -125,6 +125,8 @@ class Run:
         self.group_counts = self.ds.train_group_counts()
         torch.manual_seed(self.seed)
         self.algorithm = self.alg_cls(self._task(), self.hparams).to(self.device)
+        if self.device.type == "cpu":  # oneDNN's CPU convs: LeNet-5 trains 1.3x, evaluates 1.5x faster
+            self.algorithm.to(memory_format=torch.channels_last)
         self.step, self.elapsed = 0, 0.0
         self.loss_sums: dict[str, Tensor] = {}
         self.loss_count = 0

@@ -40,6 +40,11 @@ def cannot_start() -> str | None:
     return None
 
 
+def stop() -> None:
+    subprocess.run(["bash", str(SCRIPTS / "stop-local-slurm.sh"), STATE_DIR], capture_output=True,
+                   timeout=120)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """Yields the SLURM_CONF path, with SLURM_CONF set in this process's environment."""
@@ -53,6 +58,7 @@ def slurm_cluster():
                           capture_output=True, text=True, timeout=900)
     exports = [line for line in proc.stdout.splitlines() if line.startswith("export SLURM_CONF=")]
     if proc.returncode != 0 or not exports:
+        stop()  # daemons it did start (munged, ...) must not outlive the session
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         pytest.skip(f"could not start the local SLURM cluster: {tail}")
     conf = exports[-1].split("=", 1)[1]
@@ -61,8 +67,7 @@ def slurm_cluster():
     try:
         yield conf
     finally:
-        subprocess.run(["bash", str(SCRIPTS / "stop-local-slurm.sh"), STATE_DIR], capture_output=True,
-                       timeout=120)
+        stop()
         if old is None:
             os.environ.pop("SLURM_CONF", None)
         else:

@@ -278,6 +278,27 @@ def test_status_states(tmp_path):
     assert job_statuses([jobs[3]])[0].state == "not launched"  # its launcher died before it started
 
 
+@pytest.mark.parametrize("sacct, age, state, error", [
+    ("PENDING", 0, "queued", None),
+    ("REQUEUED", 0, "queued", None),
+    ("RUNNING", 0, "running", None),
+    ("TIMEOUT", 0, "failed", "SLURM job 7_1 ended TIMEOUT without finishing (log: "),
+    ("COMPLETED", 0, "failed", "SLURM job 7_1 ended COMPLETED without finishing"),  # but no done
+    ("MISSING", 5, "queued", None),  # sacct has not caught up with a fresh submission
+    ("MISSING", 3600, "failed", "SLURM has no record of job 7_1"),
+    (None, 0, "queued", None),  # no sacct here: the record stands
+])
+def test_slurm_job_state_follows_sacct(tmp_path, sacct, age, state, error):
+    from domainbed_sc.sweep.status import job_state
+    [job] = sweep_jobs(write(tmp_path, "datasets: [toy]\nalgorithms: [ERM]\n"), tmp_path / "out")[1]
+    recorded = JobState("queued", "slurm", "7_1", time=time.time() - age)
+    got_state, got_error = job_state(job, recorded, {} if sacct is None else {"7_1": sacct})
+    assert got_state == state
+    assert got_error == error or (error and got_error.startswith(error))
+    if sacct == "TIMEOUT":
+        assert got_error.endswith("/.submitit/7_1_0_log.err)")
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

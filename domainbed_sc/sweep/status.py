@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +26,9 @@ from .jobs import Job, JobState, is_claimed, read_state
 
 STATES = ("not launched", "queued", "running", "failed", "done")
 SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
-                "PREEMPTED", "UNKNOWN"}  # UNKNOWN: sacct has not seen a fresh submission yet
+                "PREEMPTED"}
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
+SACCT_LAG_S = 120  # a fresh submission may not be in sacct yet
 
 
 @dataclass(frozen=True)
@@ -58,16 +61,21 @@ def progress(job: Job) -> tuple[int | None, int | None]:
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """SLURM state per job id, from one ``sacct`` call ({} where sacct is not available)."""
+    """SLURM state per job id from one ``sacct`` call; MISSING where SLURM has no record of it.
+    {} where sacct is absent or fails: then the recorded state stands."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
     from submitit.slurm.slurm import SlurmInfoWatcher
 
-    watcher = SlurmInfoWatcher(delay_s=0)  # parses sacct's output, array ranges included
-    for job_id in job_ids:
-        watcher.register_job(job_id)
-    watcher.update()
-    return {j: watcher.get_state(j, mode="cache").split()[0].upper() for j in job_ids}
+    cmd = ["sacct", "-o", "JobID,State", "--parsable2"]
+    for main_id in sorted({j.split("_")[0] for j in job_ids}):
+        cmd += ["-j", main_id]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    info = SlurmInfoWatcher().read_info(out)  # expands array ranges such as 12_[3-9]
+    return {j: info[j]["State"].split()[0].upper() if j in info else "MISSING" for j in job_ids}
 
 
 def _pid_alive(state: JobState) -> bool:
@@ -102,10 +110,12 @@ def job_state(job: Job, recorded: JobState | None, slurm: dict[str, str]) -> tup
         sacct = slurm.get(recorded.job_id or "")
         if sacct is None:  # no id yet, or no sacct here: trust the record
             return recorded.state, None
-        if sacct in SLURM_QUEUED:
+        if sacct in SLURM_QUEUED or (sacct == "MISSING" and time.time() - recorded.time < SACCT_LAG_S):
             return "queued", None
         if sacct in SLURM_RUNNING:
             return "running", None
+        if sacct == "MISSING":
+            return "failed", f"SLURM has no record of job {recorded.job_id}"
         return "failed", (f"SLURM job {recorded.job_id} ended {sacct} without finishing "
                           f"(log: {_slurm_log(job, recorded.job_id)})")
     if recorded.state == "queued":

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.utils import save_image
 
 from ..cache import atomic_write_bytes
 from ..datasets.base import Batch, Split
@@ -227,6 +226,9 @@ class ChromaVAE(Algorithm):
         keep_z2 = torch.cat([eps[:, :self.d1], mu[:, self.d1:]], dim=1)
         rows = [x, self.mean_image(keep_z1), self.mean_image(keep_z2)]
         grid = torch.cat([as_rgb(r) for r in rows]).cpu()
+        # lazy: every run imports this module, and torchvision costs ~1 s of start-up
+        from torchvision.utils import save_image
+
         atomic_write_bytes(path, lambda f: save_image(grid, f, nrow=len(x), format="png"))
 
     def extra_state(self) -> dict[str, Any]:

@@ -241,7 +241,7 @@ class Pack:
         self.loss_count += 1
         self.step += 1
 
-    def record(self, r: int, t0: float) -> None:
+    def record(self, r: int, t0: float, final: bool = False) -> None:
         """Write slot r back; run r then evaluates, records and checkpoints itself (trainer code)."""
         run = self.runs[r]
         self.write_back(r)
@@ -249,7 +249,7 @@ class Pack:
         run.loss_sums = {k: v[r] for k, v in self.loss_sums.items()}
         run.loss_count = self.loss_count
         rec = run.checkpoint(t0)
-        logging.getLogger(__name__).info("%s step %d %s", run.out_dir.name, rec.step, summary(rec))
+        run_log(run.out_dir).info("%sstep %d %s", "final " * final, rec.step, summary(rec))
 
     def checkpoint(self, t0: float) -> None:
         """Record and checkpoint every live run at this step; then let waiting runs join."""
@@ -268,8 +268,8 @@ class Pack:
             raise RuntimeError("a packed run never reached the step of its checkpoint")
         for r, run in enumerate(self.runs):
             if last_step(run.out_dir) < self.total:
-                self.record(r, t0)
-            atomic_write_bytes(run.out_dir / DONE, lambda f: f.write(b"done\n"))
+                self.record(r, t0, final=True)
+            mark_done(run.out_dir)
 
     def execute(self, progress: bool) -> None:
         batches = zip(*(run.batch_stream(self.step) for run in self.runs))
@@ -296,28 +296,44 @@ def open_runs(members: list[tuple[RunArgs, RunOptions]]) -> list[Run]:
             continue
         run = Run(args, opts)
         run.try_resume()
+        if run.step:
+            run_log(out).info("resumed from step %d", run.step)
         if run.step >= run.total and last_step(out) >= run.total:
-            atomic_write_bytes(out / DONE, lambda f: f.write(b"done\n"))  # killed before `done`
+            mark_done(out)  # killed between its last record and `done`
             continue
         runs.append(run)
+    for run in runs:
+        run_log(run.out_dir).info("training packed with %s", ", ".join(
+            r.out_dir.name for r in runs if r is not run) or "no other run")
     return runs
 
 
+def mark_done(out_dir: Path) -> None:
+    atomic_write_bytes(out_dir / DONE, lambda f: f.write(b"done\n"))
+
+
+def run_log(out_dir: Path) -> logging.Logger:
+    """The logger whose lines go to this run's log.txt (while ``run_logs`` holds it)."""
+    return logging.getLogger(f"{__name__}.{out_dir.name}")
+
+
 @contextmanager
-def pack_logs(out_dirs: list[Path]) -> Iterator[None]:
-    """Every member's log.txt receives the pack's log (lines name their run)."""
-    logger = logging.getLogger(__name__)
-    handlers = [logging.FileHandler(d / "log.txt") for d in out_dirs]
-    for h in handlers:
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(h)
-    logger.setLevel(logging.INFO)
+def run_logs(out_dirs: list[Path]) -> Iterator[None]:
+    """Each run's log.txt gets its own lines, in the trainer's format."""
+    attached = []
+    for d in out_dirs:
+        handler = logging.FileHandler(d / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger = run_log(d)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        attached.append((logger, handler))
     try:
         yield
     finally:
-        for h in handlers:
-            logger.removeHandler(h)
-            h.close()
+        for logger, handler in attached:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def train_packed(members: list[tuple[RunArgs, RunOptions]]) -> list[Path]:
@@ -325,7 +341,7 @@ def train_packed(members: list[tuple[RunArgs, RunOptions]]) -> list[Path]:
     for _, opts in members:
         Path(opts.output_dir).mkdir(parents=True, exist_ok=True)
     dirs = [Path(opts.output_dir) for _, opts in members]
-    with pack_logs(dirs):
+    with run_logs(dirs):
         runs = open_runs(members)
         if runs:
             Pack(runs).execute(progress=any(opts.progress for _, opts in members))

@@ -75,7 +75,7 @@ def _init_worker(counter: Any, workers: int, device: str) -> None:
     with counter.get_lock():
         index = counter.value
         counter.value += 1
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))  # cores we may use
     gpus = torch.cuda.device_count() if device == "auto" else 0
     _worker_device = f"cuda:{index % gpus}" if gpus else device
 
@@ -90,7 +90,7 @@ class ParallelLauncher:
     name = "parallel"
 
     def __init__(self, workers: int | None = None):
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or len(os.sched_getaffinity(0))
 
     def launch(self, jobs: list[Job], env: JobEnv) -> list[Outcome]:
         for job in jobs:

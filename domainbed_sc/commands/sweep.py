@@ -21,14 +21,17 @@ def key_value(text: str) -> tuple[str, str | bool]:
 
 
 def make_launcher(a: argparse.Namespace, sweep, output_root: Path):
+    from ..errors import UserError
     from ..sweep import launchers
     from ..sweep.spec import parse_minutes
 
     name = "dry" if a.dry_run else a.launcher
+    if a.pack < 1:
+        raise UserError(f"--pack must be at least 1, got {a.pack}")
     if name == "local":
-        return launchers.LocalLauncher()
+        return launchers.LocalLauncher(a.pack)
     if name == "parallel":
-        return launchers.ParallelLauncher(a.workers)
+        return launchers.ParallelLauncher(a.workers, a.pack)
     if name == "dry":
         return launchers.DryLauncher()
     flags = {"partition": a.partition, "gpus": a.gpus, "cpus": a.cpus, "mem": a.mem,
@@ -36,7 +39,7 @@ def make_launcher(a: argparse.Namespace, sweep, output_root: Path):
              "time": None if a.time is None else parse_minutes(a.time)}
     resources = dataclasses.replace(sweep.resources, **{k: v for k, v in flags.items() if v is not None},
                                     sbatch={**sweep.resources.sbatch, **dict(a.sbatch)})
-    return launchers.SlurmLauncher(resources, output_root / ".submitit", sweep.name)
+    return launchers.SlurmLauncher(resources, output_root / ".submitit", sweep.name, a.pack)
 
 
 def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
@@ -82,6 +85,9 @@ def _launch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--launcher", choices=("local", "parallel", "slurm", "dry"), default="local")
     p.add_argument("--dry-run", action="store_true", help="print what would run (= --launcher dry)")
     p.add_argument("--workers", type=int, help="parallel: worker processes (default: CPU cores)")
+    p.add_argument("--pack", type=int, default=1, metavar="K",
+                   help="train up to K jobs that differ only in their seeds as one vmapped process "
+                        "(local, parallel, slurm; jobs that cannot be packed run alone)")
     slurm = p.add_argument_group("slurm (override the sweep file's resources)")
     slurm.add_argument("--partition")
     slurm.add_argument("--time", help="per job: minutes or D-HH:MM:SS")

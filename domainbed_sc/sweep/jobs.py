@@ -159,6 +159,13 @@ class Outcome(str, Enum):
     DONE = "already done"
 
 
+def record_failure(job: Job, launcher: str, job_id: str | None, exc: BaseException) -> None:
+    """The error's last line to job.json, the traceback (of the exception being handled) to
+    error.txt."""
+    atomic_write_bytes(job.dir / ERROR_FILE, lambda f: f.write(traceback.format_exc().encode()))
+    write_state(job.dir, JobState("failed", launcher, job_id, error_line(exc)))
+
+
 def run_job(job: Job, env: JobEnv, launcher: str, job_id: str | None = None) -> Outcome:
     """Claim the job, train it (resuming from its checkpoint) and record the outcome.
 
@@ -175,8 +182,7 @@ def run_job(job: Job, env: JobEnv, launcher: str, job_id: str | None = None) -> 
         try:
             train(job.args, env.options(job))
         except Exception as exc:
-            atomic_write_bytes(job.dir / ERROR_FILE, lambda f: f.write(traceback.format_exc().encode()))
-            write_state(job.dir, JobState("failed", launcher, job_id, error_line(exc)))
+            record_failure(job, launcher, job_id, exc)
             return Outcome.FAILED
         write_state(job.dir, JobState("done", launcher, job_id))
         return Outcome.RAN

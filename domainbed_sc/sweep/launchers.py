@@ -12,6 +12,10 @@ job at once), skips it if done, and otherwise trains it, resuming from its check
   record before it writes the checkpoint and drops records past the checkpoint on resume, so a
   requeued job neither loses nor duplicates records.
 * ``dry``: print the jobs (as ``domainbed-sc train`` commands) and run nothing.
+
+With ``pack`` > 1 (``sweep launch --pack K``) local, parallel and slurm run jobs that differ only
+in their seeds K at a time as one packed process (``packing.run_pack``, one array task per pack);
+the others as before.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ import submitit
 import torch
 
 from ..errors import UserError
-from .jobs import Job, JobEnv, JobState, Outcome, error_line, read_state, run_job, set_job_id, write_state
+from .jobs import Job, JobEnv, JobState, Outcome, error_line, read_state, set_job_id, write_state
+from .packing import group_packs, run_unit
 from .spec import Resources
 from .status import JobStatus, job_statuses
 
@@ -53,14 +58,18 @@ def summarise(outcomes: list[Outcome]) -> str:
 class LocalLauncher:
     name = "local"
 
+    def __init__(self, pack: int = 1):
+        self.pack = pack
+
     def launch(self, jobs: list[Job], env: JobEnv) -> list[Outcome]:
         for job in jobs:  # queued under this process: shown as such while it lives
             write_state(job.dir, JobState("queued", self.name))
         outcomes = []
-        for job in jobs:
+        for unit in group_packs(jobs, self.pack):
             t0 = time.time()
-            outcomes.append(run_job(job, env, self.name))
-            report(job, outcomes[-1], time.time() - t0)
+            outcomes += run_unit(unit, env, self.name)
+            for job, outcome in zip(unit, outcomes[-len(unit):]):
+                report(job, outcome, time.time() - t0)
         print(summarise(outcomes), flush=True)
         return outcomes
 
@@ -80,17 +89,18 @@ def _init_worker(counter: Any, workers: int, device: str) -> None:
     _worker_device = f"cuda:{index % gpus}" if gpus else device
 
 
-def _run_in_worker(job: Job, env: JobEnv) -> tuple[Outcome, float]:
+def _run_in_worker(unit: list[Job], env: JobEnv) -> tuple[list[Outcome], float]:
     t0 = time.time()
-    outcome = run_job(job, dataclasses.replace(env, device=_worker_device or env.device), "parallel")
-    return outcome, time.time() - t0
+    outcomes = run_unit(unit, dataclasses.replace(env, device=_worker_device or env.device), "parallel")
+    return outcomes, time.time() - t0
 
 
 class ParallelLauncher:
     name = "parallel"
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, pack: int = 1):
         self.workers = workers or len(os.sched_getaffinity(0))
+        self.pack = pack
 
     def launch(self, jobs: list[Job], env: JobEnv) -> list[Outcome]:
         for job in jobs:
@@ -99,14 +109,16 @@ class ParallelLauncher:
         ctx = multiprocessing.get_context("spawn")
         counter = ctx.Value("i", 0)
         outcomes = []
-        workers = min(self.workers, max(1, len(jobs)))
+        units = group_packs(jobs, self.pack)
+        workers = min(self.workers, max(1, len(units)))
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(counter, workers, env.device)) as pool:
-            futures = {pool.submit(_run_in_worker, job, env): job for job in jobs}
+            futures = {pool.submit(_run_in_worker, unit, env): unit for unit in units}
             for future in as_completed(futures):
-                outcome, seconds = future.result()
-                outcomes.append(outcome)
-                report(futures[future], outcome, seconds)
+                unit_outcomes, seconds = future.result()
+                outcomes += unit_outcomes
+                for job, outcome in zip(futures[future], unit_outcomes):
+                    report(job, outcome, seconds)
         print(summarise(outcomes), flush=True)
         return outcomes
 
@@ -124,26 +136,30 @@ class SlurmTask(submitit.helpers.Checkpointable):
     def __init__(self, env: JobEnv):
         self.env = env
 
-    def __call__(self, job: Job) -> str:
+    def __call__(self, unit: list[Job]) -> str:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             torch.set_num_threads(int(cpus))
-        outcome = run_job(job, self.env, "slurm", submitit.JobEnvironment().job_id)
-        if outcome is Outcome.FAILED:
-            state = read_state(job.dir)
-            raise JobFailed(state.error if state else "job failed")
-        return outcome.value
+        outcomes = run_unit(unit, self.env, "slurm", submitit.JobEnvironment().job_id)
+        for job, outcome in zip(unit, outcomes):
+            if outcome is Outcome.FAILED:
+                state = read_state(job.dir)
+                raise JobFailed(state.error if state else "job failed")
+        return ", ".join(outcome.value for outcome in outcomes)
 
-    def checkpoint(self, job: Job) -> submitit.helpers.DelayedSubmission:
-        write_state(job.dir, JobState("queued", "slurm", submitit.JobEnvironment().job_id))
-        return super().checkpoint(job)
+    def checkpoint(self, unit: list[Job]) -> submitit.helpers.DelayedSubmission:
+        for job in unit:
+            write_state(job.dir, JobState("queued", "slurm", submitit.JobEnvironment().job_id))
+        return super().checkpoint(unit)
 
 
 class SlurmLauncher:
     name = "slurm"
 
-    def __init__(self, resources: Resources, folder: Path, job_name: str = "domainbed_sc"):
+    def __init__(self, resources: Resources, folder: Path, job_name: str = "domainbed_sc",
+                 pack: int = 1):
         self.resources, self.folder, self.job_name = resources, Path(folder), job_name
+        self.pack = pack
 
     def executor(self) -> submitit.AutoExecutor:
         if shutil.which("sbatch") is None:
@@ -167,14 +183,16 @@ class SlurmLauncher:
         executor = self.executor()
         for job in jobs:  # before submitting: a task may start (and write its state) at once
             write_state(job.dir, JobState("queued", self.name))
+        units = group_packs(jobs, self.pack)
         try:
-            submitted = executor.map_array(SlurmTask(env), jobs)
+            submitted = executor.map_array(SlurmTask(env), units)
         except Exception as exc:
             for job in jobs:
                 write_state(job.dir, JobState("failed", self.name, error=f"submission failed: {error_line(exc)}"))
             raise UserError(f"slurm launcher: submission failed: {error_line(exc)}") from None
-        for job, sjob in zip(jobs, submitted):
-            set_job_id(job.dir, sjob.job_id)
+        for unit, sjob in zip(units, submitted):
+            for job in unit:
+                set_job_id(job.dir, sjob.job_id)
         first, last = submitted[0].job_id, submitted[-1].job_id
         print(f"launch: submitted {len(jobs)} jobs to SLURM ({first} .. {last}); "
               f"logs in {self.folder}", flush=True)

@@ -34,7 +34,7 @@ def slug(text: str) -> str:
 def metric_vs(runs: pd.DataFrame, x: str, metric: Metric, hue: list[str], stem: Path,
               title: str = "") -> list[Path]:
     """Mean of ``metric`` (in %) against column ``x``, one line per algorithm × ``hue`` values,
-    with a 95% t confidence band over runs.  Lines whose ``x`` is missing (e.g. ERM in a λ sweep)
+    with a 95% t confidence band over runs (clipped to [0, 100]).  Lines whose ``x`` is missing (e.g. ERM in a λ sweep)
     are drawn as a horizontal reference with their band."""
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
@@ -54,11 +54,13 @@ def metric_vs(runs: pd.DataFrame, x: str, metric: Metric, hue: list[str], stem: 
         px = np.array([p[0] for p in points])
         mean = np.array([p[1].mean for p in points])
         half = np.nan_to_num(np.array([p[1].ci95 for p in points]))
+        # with few seeds the t interval can leave [0, 100]; an accuracy band is drawn inside it
+        lo, hi = np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100)
         if len(points) == 1:  # a band needs two x values; one point gets an error bar
-            ax.errorbar(px, mean, yerr=half, capsize=3, label=label, **style)
+            ax.errorbar(px, mean, yerr=[mean - lo, hi - mean], capsize=3, label=label, **style)
             continue
         (drawn,) = ax.plot(px, mean, label=label, **style)
-        ax.fill_between(px, mean - half, mean + half, color=drawn.get_color(), alpha=0.2)
+        ax.fill_between(px, lo, hi, color=drawn.get_color(), alpha=0.2)
     if len(finite) and finite.min() > 0 and finite.max() / finite.min() >= 8:
         ax.set_xscale("log", base=2)
         ticks = sorted(set(finite))

@@ -1,0 +1,42 @@
+"""benchmarks/bench.py: the analytic LeNet-5 FLOP count, and a --quick smoke run on real data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+sys.path.insert(0, str(BENCH.parent))
+import bench  # noqa: E402
+
+
+def test_lenet5_flops_counted_by_hand():
+    conv1 = 6 * 28 * 28 * (3 * 5 * 5)  # 3x32x32 -> 6x28x28, each output a 3x5x5 dot product
+    conv2 = 16 * 10 * 10 * (6 * 5 * 5)  # after 2x2 pooling: 6x14x14 -> 16x10x10
+    fc = 400 * 120 + 120 * 84 + 84 * 10  # after pooling: 16x5x5 = 400 features
+    macs = bench.count_macs(bench.thesis_network(), bench.INPUT_SHAPE)
+    assert macs == conv1 + conv2 + fc == 651_720
+    assert bench.train_flops_per_image(macs) == 3 * 2 * 651_720
+
+
+def test_throughput_arithmetic():
+    t = bench.throughput(images=6400, seconds=2.0, flops_per_image=1e6)
+    assert t.images_per_s == 3200 and t.gflops == pytest.approx(3.2)
+    assert bench.matmul_peak(64, 2) > 0
+
+
+@pytest.mark.real_data
+def test_quick_bench_runs_end_to_end(real_data_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--no-sweep", "--out", str(out),
+                           "--data-dir", str(real_data_dir)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["lenet5_macs"] == 651_720
+    for key in ("trainer", "packed", "evaluation", "baseline"):
+        assert result[key]["images_per_s"] > 0 and result[key]["gflops"] > 0
+    assert 0 < result["startup"]["to_first_step_s"] < 120
+    assert "images/s" in proc.stdout and "start-up" in proc.stdout

@@ -108,6 +108,28 @@ def test_checkpoint_ties_keep_the_earliest_and_draw_ties_the_lowest_seed(tmp_pat
     assert list(zip(chosen.hparams_seed, chosen.step)) == [(0, 1)]
 
 
+def test_early_stopping_cuts_runs_after_patience_evaluations(tmp_path):
+    # val acc stalls after step 2 (step 4 gains less than min_delta = 1e-4), then peaks at step 5
+    curve = {1: 0.50, 2: 0.60, 3: 0.59, 4: 0.60005, 5: 0.90}
+    write_run(tmp_path, [record(s, val=(acc, acc / 2), test=(0.1 * s, 0.0))
+                         for s, acc in curve.items()])
+    records = reader.read_runs([tmp_path]).records
+    method = selection.METHODS["best_val_acc"]
+
+    def step(stopping):
+        return list(selection.select(records, method, stopping).runs.step)
+
+    assert step(None) == [5]
+    # stopped after step 4; the best checkpoint it evaluated is step 4
+    assert step(selection.EarlyStopping(patience=2)) == [4]
+    assert step(selection.EarlyStopping(patience=2, min_delta=0.0)) == [5]  # step 4 counts
+    assert step(selection.EarlyStopping(patience=3)) == [5]
+    stopped = selection.select(records, method, selection.EarlyStopping(2))
+    assert "stops after 2 evaluations" in stopped.describe()
+    last = selection.select(records, selection.METHODS["last"], selection.EarlyStopping(2))
+    assert list(last.runs.step) == [5] and "stops after" not in last.describe()
+
+
 def test_methods_needing_validation_are_not_applicable_without_it(tmp_path):
     for h in (0, 1):  # two draws: even "last" needs a validation split to choose between them
         write_run(tmp_path, [record(s, dataset=MC, hparams_seed=h, test=0.5 + 0.1 * h)
@@ -144,8 +166,8 @@ def test_t_quantiles_and_summary():
 def three_seed_dir(root: Path, id_accs=(0.95, 0.96, 0.97), ood=(0.8, 0.9, 0.7)) -> Path:
     for t, (i, o) in enumerate(zip(id_accs, ood)):
         write_run(root, [record(1, dataset=MC, trial_seed=t, test_id=i, test=o)])
-        write_run(root, [record(1, dataset=MC, algorithm="DL", trial_seed=t, hparams={"dl_lambda": 1.25},
-                                test_id=0.9, test=0.5)])
+        write_run(root, [record(1, dataset=MC, algorithm="DL", trial_seed=t,
+                                hparams={"dl_lambda": 1.25}, test_id=0.9, test=0.5)])
     return root
 
 
@@ -273,6 +295,7 @@ def test_cli_user_errors(tmp_path, capsys):
     assert main(["collect", str(tmp_path), "--selection", "best_guess"]) == 2
     assert "known: last" in capsys.readouterr().err
     assert main(["collect", str(tmp_path), "--metric", "auc"]) == 2
+    assert main(["collect", str(tmp_path), "--patience", "0"]) == 2
     assert main(["collect", str(tmp_path), "--plots", str(tmp_path / "p"), "--plot-kinds", "3d"]) == 2
 
 

@@ -34,8 +34,8 @@ def slug(text: str) -> str:
 def metric_vs(runs: pd.DataFrame, x: str, metric: Metric, hue: list[str], stem: Path,
               title: str = "") -> list[Path]:
     """Mean of ``metric`` (in %) against column ``x``, one line per algorithm × ``hue`` values,
-    with a 95% t confidence band over runs (clipped to [0, 100]).  Lines whose ``x`` is missing (e.g. ERM in a λ sweep)
-    are drawn as a horizontal reference with their band."""
+    with a 95% t confidence band over runs (clipped to [0, 100]).  Lines whose ``x`` is missing
+    (e.g. ERM in a λ sweep) are drawn as a horizontal reference with their band."""
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
     xs = pd.to_numeric(runs[x], errors="coerce")

@@ -9,6 +9,7 @@ cannot give (no validation split, no group labels on it) is "not applicable" the
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,17 +38,51 @@ class Method:
     checkpoint_doc: str
     hparams_doc: str
     needs: str  # what a dataset must have, for the not-applicable message
+    stops_early: bool = True  # False where the checkpoint is the last one anyway
 
     def describe(self) -> str:
         return (f"Checkpoint: {self.checkpoint_doc}. Hyperparameters: per grid cell, the draw with "
                 f"the best {self.hparams_doc}, averaged over trial seeds (same draw for all seeds).")
 
 
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Early stopping replayed on the records (eX2L, SPEC §1.1, §7.2): a run is cut after
+    ``patience`` evaluations in a row without a gain above ``min_delta`` in the checkpoint score,
+    and its best checkpoint is chosen among those it evaluated."""
+
+    patience: int
+    min_delta: float = 1e-4
+
+    def stop_index(self, values) -> int:
+        best, waited = -math.inf, 0
+        for i, v in enumerate(values):
+            if v > best + self.min_delta:  # NaN never improves
+                best, waited = v, 0
+            else:
+                waited += 1
+            if waited >= self.patience:
+                return i
+        return len(values) - 1
+
+    def evaluated(self, score: pd.Series, runs: pd.Series) -> pd.Series:
+        """True for the checkpoints each run evaluated before stopping (records in step order)."""
+        keep = pd.Series(True, index=score.index)
+        for _, run_score in score.groupby(runs, sort=False):
+            keep[run_score.index[self.stop_index(run_score.to_numpy()) + 1:]] = False
+        return keep
+
+    def describe(self) -> str:
+        return (f"Early stopping replayed: a run stops after {self.patience} evaluations without a "
+                f"gain above {self.min_delta:g} in the checkpoint score.")
+
+
 _VAL = "a validation split"
 _VAL_GROUPS = "a validation split with group labels"
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("last", "last checkpoint", column("step"), column("val_acc"),
-           "the last of each run", "validation accuracy at that checkpoint", _VAL),
+           "the last of each run", "validation accuracy at that checkpoint", _VAL,
+           stops_early=False),
     Method("best_val_acc", "best validation accuracy", column("val_acc"), column("val_acc"),
            "best validation accuracy", "validation accuracy", _VAL),
     Method("best_val_wga", "best validation worst-group accuracy", column("val_wga"),
@@ -62,7 +97,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("oracle", "oracle (test-set selection)", column("step"), column("oracle_acc"),
            "the last of each run (as DomainBed's oracle)",
            "accuracy on the oracle split (the test/OOD split where the dataset has none)",
-           "an oracle or test split"),
+           "an oracle or test split", stops_early=False),
 )}
 
 
@@ -84,23 +119,32 @@ class NotApplicable:
 @dataclass
 class Selected:
     method: Method
+    stopping: EarlyStopping | None
     runs: pd.DataFrame  # the kept checkpoint of each run of each cell's chosen draw; + "draws"
     all_draws: pd.DataFrame  # the kept checkpoint of every run
     not_applicable: list[NotApplicable] = field(default_factory=list)
 
+    def describe(self) -> str:
+        stops = self.stopping is not None and self.method.stops_early
+        return self.method.describe() + (" " + self.stopping.describe() if stops else "")
 
-def best_checkpoints(records: pd.DataFrame, method: Method) -> pd.DataFrame:
+
+def best_checkpoints(records: pd.DataFrame, method: Method,
+                     stopping: EarlyStopping | None = None) -> pd.DataFrame:
     """One record per run: the one maximising the method's checkpoint score (NaN: none)."""
     score = method.checkpoint(records)
     valid = score.notna()
+    if stopping is not None and method.stops_early:
+        valid &= stopping.evaluated(score, records["run"])
     # records are sorted by (run, step), so idxmax's first maximum is the earliest checkpoint
     best = score[valid].groupby(records.loc[valid, "run"]).idxmax()
     return records.loc[best.to_numpy()]
 
 
-def select(records: pd.DataFrame, method: Method) -> Selected:
-    kept = best_checkpoints(records, method)
-    out = Selected(method, records.iloc[:0].assign(draws=0), kept)
+def select(records: pd.DataFrame, method: Method,
+           stopping: EarlyStopping | None = None) -> Selected:
+    kept = best_checkpoints(records, method, stopping)
+    out = Selected(method, stopping, records.iloc[:0].assign(draws=0), kept)
     chosen = []
     for cell, cell_records in records.groupby("cell", sort=False):
         picked = kept[kept["cell"] == cell]

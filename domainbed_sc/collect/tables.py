@@ -259,7 +259,7 @@ def render(sections: list[Section], fmt: Format, metrics: list[Metric],
     for sec in sections:
         method = sec.selected.method
         blocks += [fmt.heading(1, f"Selection: {method.name} — {method.label}"),
-                   fmt.text(method.describe())]
+                   fmt.text(sec.selected.describe())]
         if sec.agg.empty:
             blocks.append(fmt.text("No runs."))
             continue

@@ -22,6 +22,9 @@ def cmd_collect(a: argparse.Namespace) -> None:
     if set(kinds) - set(plots.PLOT_KINDS):
         raise UserError(f"unknown plot kind(s) in {a.plot_kinds!r}; "
                         f"known: {', '.join(plots.PLOT_KINDS)}")
+    if a.patience is not None and a.patience < 1:
+        raise UserError(f"--patience must be at least 1, got {a.patience}")
+    stopping = selection.EarlyStopping(a.patience, a.min_delta) if a.patience else None
     collection = reader.read_runs(a.dirs)
     records = collection.records
     if records.empty:
@@ -29,7 +32,7 @@ def cmd_collect(a: argparse.Namespace) -> None:
     wanted = list(dict.fromkeys(metrics + summary_metrics))
     sections = []
     for method in methods:
-        selected = selection.select(records, method)
+        selected = selection.select(records, method, stopping)
         sections.append(tables.Section(selected, tables.aggregate(selected, wanted, a.exclude_dead)))
     footer = (f"Collected {records['run'].nunique()} finished runs ({len(records)} checkpoint "
               f"records) from {', '.join(a.dirs)}. {collection.skipped.summary()}.")
@@ -71,5 +74,11 @@ def add_parser(sub) -> None:
     p.add_argument("--plots", metavar="OUT_DIR", help="also write figures (PNG + PDF) here")
     p.add_argument("--plot-kinds", default="sweep,groups",
                    help="sweep (metric vs swept N / λ ...), groups (per-group accuracy heatmaps)")
+    p.add_argument("--patience", type=int, metavar="P",
+                   help="replay early stopping where a method picks the best checkpoint (not "
+                        "last / oracle): a run stops after P evaluations without improvement "
+                        "(eX2L: 10)")
+    p.add_argument("--min-delta", type=float, default=1e-4,
+                   help="the smallest gain that counts as improvement (default 1e-4, SPEC §7.2)")
     p.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")
     p.set_defaults(func=cmd_collect)

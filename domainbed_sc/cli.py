@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"domainbed-sc: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `... | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("domainbed-sc: interrupted", file=sys.stderr)
         return 130

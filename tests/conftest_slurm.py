@@ -54,8 +54,10 @@ def slurm_cluster():
     reason = cannot_start()
     if reason:
         pytest.skip(reason)
+    # ports of our own, so a developer's cluster on the default ports does not collide with it
+    env = {**os.environ, "SLURM_LOCAL_PORT_BASE": os.environ.get("SLURM_LOCAL_PORT_BASE", "7817")}
     proc = subprocess.run(["bash", str(SCRIPTS / "start-local-slurm.sh"), STATE_DIR],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env=env)
     exports = [line for line in proc.stdout.splitlines() if line.startswith("export SLURM_CONF=")]
     if proc.returncode != 0 or not exports:
         stop()  # daemons it did start (munged, ...) must not outlive the session

@@ -20,8 +20,9 @@ from domainbed_sc.datasets import DATASETS
 from domainbed_sc.datasets.base import Batch
 from domainbed_sc.errors import UserError
 from domainbed_sc.hparams import draw
-from domainbed_sc.training.records import DONE, RunArgs
-from domainbed_sc.training.trainer import Run, RunOptions
+from domainbed_sc.training.packed import train_packed
+from domainbed_sc.training.records import DONE, RESULTS, RunArgs, read_records
+from domainbed_sc.training.trainer import Run, RunOptions, train
 
 SMALL_TOY = {"n_train": 64, "n_test": 32}
 
@@ -418,6 +419,19 @@ def test_loss_is_pure_under_vmap_over_stacked_runs(name):
                                                          tie_weights=False)
     packed = torch.func.vmap(call)(params, *vars(stacked).values())
     assert torch.allclose(packed, torch.stack([a.loss([b])[0] for a, b in zip(runs, data)]), atol=1e-5)
+
+
+def test_rcl_trains_packed_like_separate_runs(tmp_path):
+    kw = dict(dataset="toy", algorithm="RCL", dataset_args=SMALL_TOY, epochs=1,
+              hparams={"arch": "mnist_cnn", "batch_size": 16})
+    opts = lambda name: RunOptions(tmp_path / name, tmp_path / "data", "cpu", progress=False)
+    dirs = train_packed([(RunArgs(trial_seed=t, **kw), opts(f"pack{t}")) for t in (0, 1)])
+    for t, out in enumerate(dirs):
+        ref = train(RunArgs(trial_seed=t, **kw), opts(f"ref{t}"))
+        (got,), (want,) = read_records(out / RESULTS), read_records(ref / RESULTS)
+        # rc sums |differences| over 2048 features: float noise of the packed convs shows ~1e-4
+        assert got["losses"] == pytest.approx(want["losses"], rel=1e-3)
+        assert got["metrics"]["test"]["acc"] == pytest.approx(want["metrics"]["test"]["acc"], abs=1e-4)
 
 
 # -- real data: a few steps through the trainer's own pieces --------------------------------

@@ -81,8 +81,3 @@ class DL(ERM):
         # the (ordered) pair count shows how strong DL is in a batch: batch size is critical
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "dis": dis.detach(),
                       "pairs": mask.sum().float()}
-
-    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
-        loss, logs = self.loss(batches)
-        self.step(loss)
-        return logs

@@ -90,6 +90,7 @@ def reverse_contrastive_loss(f_hat: Tensor, y: Tensor, margin: float, distance: 
 
 @register_algorithm("RCL")
 class RCL(ERM):
+    packable = True  # loss() is pure and vmap-safe: K seeds can train as one pack
     HPARAMS = {
         "rcl_alpha": HParam(1.0, choice([0.001, 0.01, 0.1, 1.0, 5.0, 10.0]), non_negative,
                             "weight of the reverse contrastive loss"),
@@ -113,8 +114,3 @@ class RCL(ERM):
                                       self.hparams["rcl_margin"], self.hparams["rcl_distance"])
         loss = ce + self.hparams["rcl_alpha"] * rc
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "rc": rc.detach()}
-
-    def update(self, batches: list[Batch]) -> dict[str, Tensor]:
-        loss, logs = self.loss(batches)
-        self.step(loss)
-        return logs

@@ -96,6 +96,7 @@ class Results:
     lenet5_macs: int = 0
     train_flops_per_image: float = 0.0
     trainer: Throughput | None = None
+    trainer_1_thread: Throughput | None = None  # what each parallel-launcher worker runs with
     packed: Throughput | None = None
     evaluation: Throughput | None = None
     baseline: Throughput | None = None
@@ -172,10 +173,16 @@ def timed_steps(step, sizes: Sizes) -> float:
     return time.perf_counter() - t0
 
 
-def trainer_throughput(data_dir: Path, sizes: Sizes, flops: float, out: Path) -> Throughput:
+def trainer_throughput(data_dir: Path, sizes: Sizes, flops: float, out: Path,
+                       threads: int | None = None) -> Throughput:
     run = thesis_runs(1, data_dir, out)[0]
     stream = run.batch_stream()
-    seconds = timed_steps(lambda: run.train_step(next(stream)), sizes)
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or default)
+    try:
+        seconds = timed_steps(lambda: run.train_step(next(stream)), sizes)
+    finally:
+        torch.set_num_threads(default)
     return throughput(sizes.steps * THESIS_HPARAMS["batch_size"], seconds, flops)
 
 
@@ -284,6 +291,8 @@ def startup(data_dir: Path, out: Path, repeats: int) -> dict:
     return {"to_first_step_s": statistics.median(times), "all_s": times,
             "python_s": python_seconds("pass", repeats),
             "import_torch_s": python_seconds("import torch", repeats),
+            # torch.optim.Optimizer.__init__ imports torch._dynamo on first use (_disable_dynamo)
+            "import_torch_dynamo_s": python_seconds("import torch._dynamo", repeats),
             "import_trainer_s": python_seconds("import domainbed_sc.training.trainer", repeats)}
 
 
@@ -338,7 +347,10 @@ def table(r: Results) -> str:
 
     peak, base = r.matmul_gflops, r.baseline.images_per_s
     rows = [["fp32 matmul peak", "", f"{peak:.1f}", "1.00", ""]]
-    for name, t in (("our trainer, 1 run", r.trainer), (f"packed, {r.sizes['pack']} runs (aggregate)", r.packed),
+    threads = r.machine["torch_threads"]
+    for name, t in ((f"our trainer, 1 run, {threads} threads", r.trainer),
+                    ("our trainer, 1 run, 1 thread", r.trainer_1_thread),
+                    (f"packed, {r.sizes['pack']} runs (aggregate)", r.packed),
                     ("baseline DataLoader loop", r.baseline)):
         rows.append([f"train: {name}", f"{t.images_per_s:.0f}", f"{t.gflops:.1f}", f"{t.gflops / peak:.3f}",
                      f"{t.images_per_s / base:.2f}"])
@@ -350,6 +362,7 @@ def table(r: Results) -> str:
     s = r.startup
     out += tabulate([["process start -> first step (median)", f"{s['to_first_step_s']:.2f}"],
                      ["python -c pass", f"{s['python_s']:.2f}"], ["python -c 'import torch'", f"{s['import_torch_s']:.2f}"],
+                     ["python -c 'import torch._dynamo' (optimizers import it)", f"{s['import_torch_dynamo_s']:.2f}"],
                      ["python -c 'import domainbed_sc.training.trainer'", f"{s['import_trainer_s']:.2f}"]],
                     ["start-up", "seconds"], tablefmt="github")
     if r.sweep_seconds:
@@ -369,6 +382,7 @@ def measure(data_dir: Path, sizes: Sizes, sweep: bool) -> Results:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         r.trainer = trainer_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "trainer")
+        r.trainer_1_thread = trainer_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "trainer1", 1)
         r.packed = packed_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "packed")
         r.evaluation = eval_throughput(data_dir, sizes, r.lenet5_macs, tmp / "eval")
         base = baseline_loop(data_dir, sizes.steps, sizes.warmup, evaluate=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeVar
 
 import pandas as pd
 
@@ -101,13 +101,21 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 )}
 
 
-def parse_methods(text: str) -> list[Method]:
+T = TypeVar("T")
+
+
+def parse_names(text: str, known: dict[str, T], kind: str) -> list[T]:
+    """The entries of ``known`` named in a comma-separated flag value, in the order given."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in METHODS]
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise UserError(f"unknown selection method(s) {', '.join(unknown) or '(none given)'}; "
-                        f"known: {', '.join(METHODS)}")
-    return [METHODS[n] for n in names]
+        raise UserError(f"unknown {kind}(s) {', '.join(unknown) or '(none given)'}; "
+                        f"known: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def parse_methods(text: str) -> list[Method]:
+    return parse_names(text, METHODS, "selection method")
 
 
 @dataclass

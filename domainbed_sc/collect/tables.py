@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from ..errors import UserError
 from .reader import LENGTH
-from .selection import Selected
+from .selection import Selected, parse_names
 from .stats import summarize
 
 #: SPEC §1.1: a run is dead when its ID accuracy (at the selected checkpoint) is below 20 %
@@ -55,12 +54,7 @@ AA_WGA_DOC = ("AA (average accuracy): the sample mean of correct predictions ove
 
 
 def parse_metrics(text: str) -> list[Metric]:
-    keys = [k.strip() for k in text.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in METRICS]
-    if unknown or not keys:
-        raise UserError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
-                        f"known: {', '.join(METRICS)}")
-    return [METRICS[k] for k in keys]
+    return parse_names(text, METRICS, "metric")
 
 
 # -- aggregation ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from domainbed_sc.hparams import seed_hash
 from domainbed_sc.datasets import load_dataset, sources
 from domainbed_sc.datasets import cmnist as cm
 from domainbed_sc.datasets import mnist_cifar as mc
@@ -296,7 +297,7 @@ def _domainbed_reference(data_dir: Path, seed: int, holdout: float = 0.2):
             im = torch.stack([im, im], dim=1)
             im[torch.tensor(range(len(im))), (1 - colors).long(), :, :] *= 0
             keys = list(range(len(im)))
-            np.random.RandomState(cm.seed_hash(seed, i)).shuffle(keys)
+            np.random.RandomState(seed_hash(seed, i)).shuffle(keys)
             n_out = int(len(im) * holdout)
             envs.append({"x": im, "y": lab.long(), "out": keys[:n_out], "in": keys[n_out:]})
     return envs

@@ -28,11 +28,9 @@ the label noise can be checked.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,6 +38,7 @@ from ..cache import cached_tensors
 from ..errors import UserError
 from . import register_dataset, sources
 from .base import DatasetArgs, GroupDataset, TensorSplit
+from .holdout import domainbed_holdout
 
 ENV_P = (0.1, 0.2, 0.9)  # DomainBed's environments "+90%", "+80%", "-90%"
 LABEL_NOISE = 0.25
@@ -59,11 +58,6 @@ class CMNISTArgs(DatasetArgs):
 def torch_seed(seed: int) -> int:
     """torch generators take seeds in [0, 2**64); wrap negatives the way torch itself does."""
     return seed % 2**64
-
-
-def seed_hash(*args) -> int:
-    """DomainBed's ``misc.seed_hash``: a seed in [0, 2**31) from any arguments."""
-    return int(hashlib.md5(str(args).encode("utf-8")).hexdigest(), 16) % (2**31)
 
 
 def noisy_binary_labels(labels: Tensor, gen: torch.Generator) -> Tensor:
@@ -102,14 +96,8 @@ def generate_domainbed(data_dir: Path, args: CMNISTArgs, seed: int) -> dict[str,
     images, labels = torch.cat([tr_x, te_x])[shuffle], torch.cat([tr_y, te_y])[shuffle]
     envs = [colour_digits(images[i::3], labels[i::3], p, gen) for i, p in enumerate(ENV_P)]
     train_envs = [i for i in range(len(ENV_P)) if i != args.test_env]
-    # DomainBed's split_dataset: a RandomState shuffle; its first n keys are the out-part
-    out_idx, in_idx = [], []
-    for i, env in enumerate(envs):
-        rs = np.random.RandomState(seed_hash(seed, i))
-        keys = torch.from_numpy(rs.permutation(len(env["y"])))  # = shuffling list(range(n))
-        n_out = int(len(keys) * args.holdout_fraction)
-        out_idx.append(keys[:n_out])
-        in_idx.append(keys[n_out:])
+    in_idx, out_idx = zip(*(domainbed_holdout(len(env["y"]), args.holdout_fraction, seed, i)
+                            for i, env in enumerate(envs)))
     e_of = {i: k for k, i in enumerate(train_envs + [args.test_env])}
     return {
         "train": _cat([_take(envs[i], in_idx[i], e_of[i]) for i in train_envs]),

@@ -7,11 +7,13 @@ Spawrious folders and say so when they skip.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -227,6 +229,62 @@ def test_spawrious_is_deterministic_per_data_seed(sp_dir):
     first, again, other = splits(0), splits(0), splits(5)
     assert first == again
     assert first["train"][0] != other["train"][0] and first["test"] == other["test"]
+
+
+def _seed_hash(*args) -> int:
+    """DomainBed's ``misc.seed_hash``, written out again."""
+    return int(hashlib.md5(str(args).encode("utf-8")).hexdigest(), 16) % (2 ** 31)
+
+
+def _domainbed_split(n: int, n_out: int, seed: int) -> tuple[list[int], list[int]]:
+    """DomainBed's ``misc.split_dataset``: a RandomState shuffle of a key list, (first n, rest)."""
+    keys = list(range(n))
+    np.random.RandomState(seed).shuffle(keys)
+    return keys[:n_out], keys[n_out:]
+
+
+def _domainbed_env(sp_dir: Path, challenge: str, k: int, t: int = 10) -> list[str]:
+    """SC_group_{k+1} in DomainBed's concatenation order (breeds in the table's order, the filler
+    after the core locations), from the SPEC table and the sorted folder listings."""
+    routes, filler = SPEC_TABLE[challenge]
+    order = ("bulldog", "dachshund", "labrador", "corgi")
+    if filler is None:  # M2M: folder 0, the k-th training location
+        takes = [(0, routes[b][0][k], b, t) for b in order]
+    else:
+        core = int((0.97, 0.87)[k] * t)
+        takes = [(k, routes[b][0][0], b, core) for b in order] + [(k, filler, b, t - core) for b in order]
+    paths = []
+    for folder, loc, breed, count in takes:
+        d = sp_dir / "spawrious224" / str(folder) / loc / breed
+        paths += [str(d / n) for n in sorted(os.listdir(d)) if n.endswith((".png", ".jpg"))][:count]
+    return paths
+
+
+@pytest.mark.parametrize("challenge,seed", [("o2o_medium", 0), ("m2m_easy", 42), ("o2o_hard", 777)])
+def test_spawrious_holdout_is_domainbeds_split_seed_for_seed(sp_dir, challenge, seed):
+    """DomainBed's train.py: ``out, in_ = split_dataset(env, int(len(env)·0.2),
+    seed_hash(trial_seed, env_i))`` with env_i = 1, 2 for SC_group_1, SC_group_2 (Test is 0)."""
+    ds = load_dataset("spawrious", {**SP, "challenge": challenge}, seed, sp_dir)
+    train, val = ds.splits["train"], ds.splits["val"]
+    for k in (0, 1):
+        env = _domainbed_env(sp_dir, challenge, k)
+        out, in_ = _domainbed_split(len(env), int(len(env) * 0.2), _seed_hash(seed, k + 1))
+        assert [p for p, e in zip(val.paths, val.e) if e == k] == [env[i] for i in out]
+        assert [p for p, e in zip(train.paths, train.e) if e == k] == [env[i] for i in in_]
+
+
+def test_spawrious_augments_training_by_default_and_never_evaluation(sp_dir):
+    """DomainBed (``data_augmentation`` True) and the official package (``augment=True``)."""
+    idx = torch.arange(8)
+
+    def augmented(split) -> bool:
+        return not torch.equal(next(split.batches([idx])).x, split.fetch(idx).x)
+
+    ds = load_dataset("spawrious", SP, 0, sp_dir)
+    assert augmented(ds.splits["train"])
+    assert not augmented(ds.splits["val"]) and not augmented(ds.splits["test"])
+    off = load_dataset("spawrious", {**SP, "augment": False}, 0, sp_dir)
+    assert not augmented(off.splits["train"])
 
 
 def test_spawrious_errors(tmp_path, sp_dir):

@@ -118,10 +118,16 @@ class ImageRows:
                          *(torch.cat([getattr(part, k) for part in parts]) for k in "yse"))
 
 
-def holdout_envs(envs: Sequence[ImageRows], fraction: float,
-                 data_seed: int) -> tuple[ImageRows, ImageRows]:
-    """DomainBed's holdout of every environment k = 0, 1, …: (kept parts, held-out parts)."""
-    cuts = [domainbed_holdout(len(env), fraction, data_seed, k) for k, env in enumerate(envs)]
+def holdout_envs(envs: Sequence[ImageRows], fraction: float, data_seed: int,
+                 env_ids: Sequence[int] | None = None) -> tuple[ImageRows, ImageRows]:
+    """DomainBed's holdout of every environment: (kept parts, held-out parts).
+
+    ``env_ids`` are the environments' indices in DomainBed's dataset (they seed the shuffles);
+    by default 0, 1, … in the order given.
+    """
+    ids = range(len(envs)) if env_ids is None else env_ids
+    cuts = [domainbed_holdout(len(env), fraction, data_seed, k)
+            for k, env in zip(ids, envs, strict=True)]
     return (ImageRows.cat([env.take(keep) for env, (keep, _) in zip(envs, cuts)]),
             ImageRows.cat([env.take(out) for env, (_, out) in zip(envs, cuts)]))
 

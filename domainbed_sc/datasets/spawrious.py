@@ -13,9 +13,18 @@ T = ``per_folder`` images per folder (3,168 in the release; smaller for test fix
 
 Files are taken in sorted order (the reference code's ``os.listdir`` order depends on the file
 system).  Splits: ``train`` = 80 % of each SC group, ``val`` = the other 20 % (DomainBed's
-holdout), ``test`` = Test.  Transforms [DB]: eval = resize to ``image_size``², ImageNet
-normalisation; with ``augment`` the training stream adds a horizontal flip, ColorJitter(0.3,
-0.3, 0.3, 0.3) and RandomGrayscale.
+holdout), ``test`` = all of Test (SPEC §2.5 and the official code evaluate on the whole test
+environment; DomainBed would report its 80 % in-part).  The holdout is DomainBed's
+``misc.split_dataset(env, int(len(env)·0.2), seed_hash(trial_seed, env_i))`` with DomainBed's
+environment index env_i (Test = 0, SC_group_1 = 1, SC_group_2 = 2) and our ``data_seed`` as its
+trial seed: with the same file order, ``data_seed`` s gives DomainBed's in/out split of
+``--trial_seed s`` position for position (as CMNIST does).
+
+Transforms [DB ``SpawriousBenchmark``; SPW's first release]: eval = resize to ``image_size``²,
+ImageNet normalisation; the training stream is augmented by default, as DomainBed
+(``data_augmentation`` defaults to True) and the official package (``augment=True``) run it:
+resize, horizontal flip, ColorJitter(0.3, 0.3, 0.3, 0.3), RandomGrayscale.  ``val`` and ``test``
+are never augmented; ``augment: false`` turns it off for training too.
 """
 from __future__ import annotations
 
@@ -39,6 +48,8 @@ EXTENSIONS = (".png", ".jpg", ".jpeg")
 CORE_SHARE = (0.97, 0.87)  # O2O: share of SC_group_1 / SC_group_2 from the core location
 HOLDOUT = 0.2
 TEST_ENV = 2
+#: DomainBed's indices of SC_group_1 and SC_group_2 (ENVIRONMENTS = ["Test", "SC_group_1", ...])
+DOMAINBED_ENV_IDS = (1, 2)
 
 # §2.5, one string per breed in the table's order: "train location(s)>test location(s)".
 TABLE_BREEDS = ("bulldog", "dachshund", "labrador", "corgi")
@@ -59,7 +70,7 @@ TABLE = {  # challenge: (bulldog, dachshund, labrador, corgi, filler)
 class SpawriousArgs(DatasetArgs):
     challenge: str = "o2o_easy"
     per_folder: int = 3168  # T: images per {0,1}/{location}/{breed} folder
-    augment: bool = False
+    augment: bool = True  # DomainBed's and the official code's default
     image_size: int = 224
     num_workers: int | None = None  # None: $DOMAINBED_SC_WORKERS, else min(4, CPUs)
 
@@ -136,7 +147,7 @@ class Spawrious(GroupDataset):
             raise missing_data("Spawrious", root, self.data_dir, "spawrious")
         envs = [self._env(root, takes, k)
                 for k, takes in enumerate(environments(args.challenge, args.per_folder))]
-        train, val = holdout_envs(envs[:TEST_ENV], HOLDOUT, data_seed)
+        train, val = holdout_envs(envs[:TEST_ENV], HOLDOUT, data_seed, DOMAINBED_ENV_IDS)
         self.splits = {"train": self._split(train, train=True), "val": self._split(val, train=False),
                        "test": self._split(envs[TEST_ENV], train=False)}
 

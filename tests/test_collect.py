@@ -217,6 +217,25 @@ def test_markdown_has_cells_grid_columns_definitions_and_na(tmp_path):
     assert "skipped: nothing" in out
 
 
+def test_definitions_name_the_split_of_every_row(tmp_path):
+    """Where rows of a table (or datasets of a summary) evaluate on different splits, the line
+    under the table names each split with the rows it serves; the first row's split is not all."""
+    variants = [{**TOY, "args": {"variant": "a"}},
+                {**TOY, "args": {"variant": "b"}, "ood_split": "official_test"},
+                {**TOY, "args": {"variant": "c"}}]
+    for dataset in (*variants, MC):
+        write_run(tmp_path, [record(1, dataset=dataset, val=(0.8, 0.6), test=(0.7, 0.5))])
+    code, out, _ = run_cli(tmp_path, "--selection", "last", "--summary-metric", "ood_acc")
+    assert code == 0
+    assert ("OOD acc (AA) = AA on test (variant=a; variant=c), official_test (variant=b); "
+            "WGA = WGA on test (variant=a; variant=c), official_test (variant=b)") in out
+    assert "ID acc = AA on test_id;" in out  # the same split in every row: named once
+    summary = out[out.index("## Summary: OOD acc (AA)"):]
+    assert ("OOD acc (AA) = AA on test_ood (dataset=mnist_cifar, n_backgrounds=8), "
+            "test (dataset=toy, variant=a; dataset=toy, variant=c), "
+            "official_test (dataset=toy, variant=b).") in summary
+
+
 def test_latex_and_csv(tmp_path):
     root = three_seed_dir(tmp_path)
     code, latex, _ = run_cli(root, "--format", "latex", "--ci")

@@ -61,7 +61,7 @@ def parse_metrics(text: str) -> list[Metric]:
 def identity(row: pd.Series) -> dict[str, Any]:
     """The columns that name a grid cell (and the splits, for the definitions)."""
     keys = [k for k in row.index if k.startswith(("arg:", "hp:"))]
-    names = ["dataset", "algorithm", "cell", *LENGTH, "id_split", "ood_split", *keys]
+    names = ["dataset", "algorithm", "cell", *LENGTH, "val_split", "id_split", "ood_split", *keys]
     return {k: row[k] for k in names}
 
 
@@ -196,10 +196,22 @@ def summary_table(agg: pd.DataFrame, metric: Metric, ci: bool) -> Table | None:
 
 
 def column_docs(agg: pd.DataFrame, shown: list[Metric]) -> str:
-    first = agg.iloc[0]
-    docs = [f"{m.label} = {_FIELD_DOC[m.field]} on {first.get(f'{m.role}_split') or m.role}"
-            for m in shown]
+    docs = [metric_doc(agg, m) for m in shown]
     return "Columns: " + "; ".join(docs) + "." if docs else ""
+
+
+def metric_doc(agg: pd.DataFrame, m: Metric) -> str:
+    """"WGA = WGA on test": the split each cell of the metric comes from; where the rows' splits
+    differ (datasets, dataset args), each split with the rows that use it."""
+    rows = agg[agg[f"{m.key}_n"].fillna(0) > 0]
+    names = rows[f"{m.role}_split"].fillna(m.role).astype(str)
+    if names.nunique() <= 1:
+        return f"{m.label} = {_FIELD_DOC[m.field]} on {names.iloc[0] if len(names) else m.role}"
+    cols = grid_columns(rows, ("dataset", "arg:"))
+    labels = [grid_label(r, cols) for _, r in rows.iterrows()]
+    where = {name: "; ".join(dict.fromkeys(l for l, n in zip(labels, names) if n == name))
+             for name in names.unique()}
+    return f"{m.label} = {_FIELD_DOC[m.field]} on " + ", ".join(f"{k} ({v})" for k, v in where.items())
 
 
 def cells_doc(ci: bool, exclude_dead: bool) -> str:
@@ -263,7 +275,8 @@ def render(sections: list[Section], fmt: Format, metrics: list[Metric],
             table = summary_table(sec.agg, metric, ci)
             if table is not None and len(table.headers) > 2:  # one column repeats the table above
                 blocks += [fmt.heading(2, f"Summary: {metric.label}"), fmt.table(table),
-                           fmt.text(AA_WGA_DOC + " " + cells_doc(ci, exclude_dead))]
+                           fmt.text(f"{AA_WGA_DOC} {metric_doc(sec.agg, metric)}. "
+                                    + cells_doc(ci, exclude_dead))]
     blocks.append(fmt.text(footer))
     return "\n\n".join(blocks) + "\n"
 

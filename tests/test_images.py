@@ -7,6 +7,7 @@ Spawrious folders and say so when they skip.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import time
@@ -24,6 +25,7 @@ from domainbed_sc import cli, download
 from domainbed_sc.datasets import images, load_dataset
 from domainbed_sc.datasets.sources import resolve_data_dir
 from domainbed_sc.datasets.spawrious import BREEDS, LOCATIONS, environments
+from domainbed_sc.datasets.waterbirds import ex2l_group_counts
 from domainbed_sc.errors import UserError
 from domainbed_sc.training.records import DONE, RESULTS, RunArgs, read_records
 from domainbed_sc.training.trainer import RunOptions, train
@@ -56,7 +58,9 @@ SPEC_TABLE = {
 # SPEC §2.4: per-split group counts (g0/g1/g2/g3) of the real data, and the eX2L environments
 REAL_SPLITS = {"train": [3498, 184, 56, 1057], "val": [467, 466, 133, 133],
                "test": [2255, 2255, 642, 642]}
-EX2L_ENVS = {0: [3421, 1017, 457, 641], 1: [2799, 1888, 374, 1191]}
+# eX2L App. B.6 group shares (g0..g3 = landbird/land, landbird/water, waterbird/land,
+# waterbird/water) of Env 1 "land-centric" and Env 2 "balanced" (SPEC §2.4)
+APP_B6 = ((0.6180, 0.1837, 0.0826, 0.1158), (0.4477, 0.3020, 0.0598, 0.1905))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +108,7 @@ def test_waterbirds_standard_splits_follow_the_metadata(wb_dir):
     assert set(ds.splits) == {"train", "val", "test"}
     assert ds.provides == {"s", "g"} and ds.num_envs == 0 and ds.num_groups == 4
     assert ds.input_shape == (3, 32, 32) and not ds.small_images
-    assert (ds.val_split, ds.id_split, ds.ood_split) == ("val", "val", "test")
+    assert (ds.val_split, ds.id_split, ds.ood_split) == ("val", None, "test")  # no ID split
     for code, name in enumerate(("train", "val", "test")):
         split, rows = ds.splits[name], meta[meta["split"] == code]
         assert list(split.paths) == [str(root / f) for f in rows["img_filename"]]
@@ -121,30 +125,90 @@ def test_waterbirds_real_split_counts_from_full_metadata(wb_full_meta):
     assert ds.train_group_counts().tolist() == [3498, 184, 56, 1057]  # acc_adj weights (§1.1)
 
 
-def test_ex2l_envs_are_the_reconstructed_environments(wb_full_meta):
-    ds = load_dataset("waterbirds", {**WB, "variant": "ex2l_envs"}, 0, wb_full_meta)
-    train, val = ds.splits["train"], ds.splits["val"]
-    assert set(ds.splits) == {"train", "val"} and ds.provides == {"s", "g", "e"}
-    assert (ds.val_split, ds.id_split, ds.ood_split) == ("val", "val", "val") and ds.num_envs == 2
+def _scaled_meta(tmp_path_factory, name: str, divisor: int) -> Path:
+    """Metadata only (empty image files) with the real per-split group counts divided by
+    ``divisor``: the proportion logic at the real size and at a smaller one."""
+    counts = {(code, g // 2, g % 2): n // divisor
+              for code, split in enumerate(REAL_SPLITS) for g, n in enumerate(REAL_SPLITS[split])}
+    return make_waterbirds(tmp_path_factory.mktemp(name), counts, images=False)
+
+
+@pytest.fixture(scope="module")
+def wb_quarter_meta(tmp_path_factory) -> Path:
+    return _scaled_meta(tmp_path_factory, "wb_quarter", 4)
+
+
+def _img_ids(data_dir: Path, split) -> set[int]:
+    """The metadata img_id of every image of a split."""
+    root = data_dir / "waterbirds_v1.0"
+    meta = pd.read_csv(root / "metadata.csv")
+    by_path = dict(zip((str(root / f) for f in meta["img_filename"]), meta["img_id"]))
+    return {by_path[p] for p in split.paths}
+
+
+def _official(data_dir: Path, code: int) -> set[int]:
+    meta = pd.read_csv(data_dir / "waterbirds_v1.0" / "metadata.csv")
+    return set(meta.loc[meta["split"] == code, "img_id"])
+
+
+def _half_up_counts(n: int) -> list[list[int]]:
+    return [[math.floor(p * n + 0.5) for p in env] for env in APP_B6]
+
+
+def test_ex2l_sizes_at_the_real_counts_are_the_largest_the_pool_allows():
+    """SPEC §8.3: environments from official train + val at the largest size N that fits; the
+    land-waterbird group (56 + 133) binds.  N found here by brute force."""
+    pool = [a + b for a, b in zip(REAL_SPLITS["train"], REAL_SPLITS["val"])]
+
+    def fits(n):
+        return all(sum(col) <= have for col, have in zip(zip(*_half_up_counts(n)), pool))
+
+    best = max(n for n in range(1, sum(pool)) if fits(n))
+    assert ex2l_group_counts(pool) == _half_up_counts(best)
+    assert best == 1329  # the size documented in the docstring and README
+    over = [sum(col) for col in zip(*_half_up_counts(best + 1))]
+    assert [g for g in range(4) if over[g] > pool[g]] == [2]  # waterbird on land binds
+
+
+@pytest.mark.parametrize("meta", ["wb_full_meta", "wb_quarter_meta"])
+def test_ex2l_envs_never_touch_the_test_split(meta, request):
+    data_dir = request.getfixturevalue(meta)
+    ds = load_dataset("waterbirds", {**WB, "variant": "ex2l_envs"}, 0, data_dir)
+    train, val, test = (ds.splits[k] for k in ("train", "val", "test"))
+    assert set(ds.splits) == {"train", "val", "test"} and ds.provides == {"s", "g", "e"}
+    assert (ds.val_split, ds.id_split, ds.ood_split) == ("val", None, "test") and ds.num_envs == 2
+    ids = {name: _img_ids(data_dir, ds.splits[name]) for name in ("train", "val", "test")}
+    assert sum(map(len, ids.values())) == len(train) + len(val) + len(test)  # no repeats
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] | ids["val"]) & ids["test"]
+    assert ids["test"] == _official(data_dir, 2)  # the official, within-class balanced test split
+    counts = _group_counts(test, 4)
+    assert counts[0] == counts[1] and counts[2] == counts[3]  # place independent of y per class
     paths, y, s, e = _pooled(train, val)
-    assert len(set(paths)) == len(paths) == 11788
-    g = 2 * y + s
-    for k, expected in EX2L_ENVS.items():  # exactly round(p·n_g) per group (SPEC §2.4)
-        assert torch.bincount(g[e == k], minlength=4).tolist() == expected
-    # DomainBed holdout: int(0.2·n) of each environment held out (5,536 and 6,252 images)
-    assert [int((val.e == k).sum()) for k in (0, 1)] == [1107, 1250]
-    assert [int((train.e == k).sum()) for k in (0, 1)] == [5536 - 1107, 6252 - 1250]
+    env_ids = [_img_ids(data_dir, split) for split in (train, val)]
+    assert not (_official(data_dir, 2) & set().union(*env_ids))
+    for k, props in enumerate(APP_B6):  # App. B.6's group proportions, up to rounding
+        g = (2 * y + s)[e == k]
+        share = torch.bincount(g, minlength=4).double() / len(g)
+        assert torch.allclose(share, torch.tensor(props, dtype=torch.double), atol=1 / len(g))
+        n_out = int(0.2 * len(g))  # DomainBed's 20 % holdout of each environment selects
+        assert int((val.e == k).sum()) == n_out and int((train.e == k).sum()) == len(g) - n_out
+    sizes = [int((e == k).sum()) for k in (0, 1)]
+    assert abs(sizes[0] - sizes[1]) <= 1  # both environments at the largest size that fits
+    if meta == "wb_full_meta":
+        assert sizes == [1329, 1328] and len(val) == 530
 
 
 def test_ex2l_envs_depend_on_the_data_seed_only(wb_full_meta):
     def assignment(seed):
         ds = load_dataset("waterbirds", {**WB, "variant": "ex2l_envs"}, seed, wb_full_meta)
-        return dict(zip(_pooled(ds.splits["train"], ds.splits["val"])[0],
-                        _pooled(ds.splits["train"], ds.splits["val"])[3].tolist()))
+        train, val, test = (ds.splits[k] for k in ("train", "val", "test"))
+        return ({p: (name, int(e)) for name, sp in (("train", train), ("val", val))
+                 for p, e in zip(sp.paths, sp.e)}, list(test.paths))
 
-    first, again, other = assignment(0), assignment(0), assignment(1)
+    (first, test0), (again, _), (other, test1) = assignment(0), assignment(0), assignment(1)
     assert first == again
     assert first != other and Counter(first.values()) == Counter(other.values())
+    assert test0 == test1
 
 
 def test_waterbirds_missing_data_says_how_to_get_it(tmp_path, wb_dir):
@@ -157,6 +221,10 @@ def test_waterbirds_missing_data_says_how_to_get_it(tmp_path, wb_dir):
         load_dataset("waterbirds", WB, 0, broken)
     with pytest.raises(UserError, match="unknown variant"):
         load_dataset("waterbirds", {"variant": "ex2l"}, 0, wb_dir)
+    no_minority = {(0, 0, 0): 20, (0, 0, 1): 20, (1, 1, 1): 20, (2, 1, 0): 3}  # g2 only in test
+    sparse = make_waterbirds(tmp_path / "sparse", no_minority, images=False)
+    with pytest.raises(UserError, match="too few train . val images"):
+        load_dataset("waterbirds", {**WB, "variant": "ex2l_envs"}, 0, sparse)
 
 
 # -- Spawrious -------------------------------------------------------------------------------
@@ -356,8 +424,9 @@ def test_worker_count_from_the_environment(monkeypatch):
 
 @pytest.mark.parametrize("dataset,algorithm,extra", [
     ("waterbirds", "ERM", {"augment": True}), ("waterbirds", "GroupDRO", {}),
+    ("waterbirds", "ERM", {"variant": "ex2l_envs"}),
     ("spawrious", "ERM", {"challenge": "m2m_hard"}), ("spawrious", "GroupDRO", {"augment": True})])
-def test_end_to_end_runs(dataset, algorithm, extra, wb_dir, sp_dir, tmp_path):
+def test_end_to_end_runs(dataset, algorithm, extra, wb_dir, sp_dir, tmp_path, capsys):
     data_dir, base = (wb_dir, WB) if dataset == "waterbirds" else (sp_dir, SP)
     args = RunArgs(dataset=dataset, algorithm=algorithm,
                    dataset_args={**base, **extra, "num_workers": 2},
@@ -371,6 +440,10 @@ def test_end_to_end_runs(dataset, algorithm, extra, wb_dir, sp_dir, tmp_path):
         m = records[-1]["metrics"][name]
         assert m["n"] == len(split) and 0 <= m["wga"] <= m["acc"] <= 1
     assert all(v == v for v in records[-1]["losses"].values())  # finite, not NaN
+    if dataset == "waterbirds":  # tables name the split of each column; Waterbirds has no ID split
+        assert cli.main(["collect", str(tmp_path), "--selection", "last"]) == 0
+        table = capsys.readouterr().out
+        assert "| ID acc" not in table and "OOD acc (AA) = AA on test; WGA = WGA on test;" in table
 
 
 def test_augmented_runs_do_not_depend_on_the_worker_count(sp_dir, tmp_path):

@@ -6,14 +6,29 @@ s = place (0 land, 1 water); g = 2·y + place (GroupDRO's convention).  The meta
 pandas rather than through ``wilds.WaterbirdsDataset``, which would start a network version
 check on import; the layout is the same.
 
-``variant="standard"``: the official split column, train / val / test (val doubles as the ID
-split, test is the OOD split).
+Split roles: ``val`` selects (``val_split``), ``test`` is the evaluation split (``ood_split``,
+the collector's test columns).  Waterbirds has no in-distribution test split, so ``id_split`` is
+None: the official val split is balanced within each class, not drawn like the training data.
 
-``variant="ex2l_envs"`` (eX2L App. B.6 as reconstructed in §2.4, evaluation per §7.11): all
-11,788 images are pooled; in every group, exactly round(p·n_g) images (half up) go to env 0, with
-p = 0.55 for land and 0.35 for water backgrounds, chosen by a permutation seeded by (data_seed,
-group); the rest are env 1.  Each environment is split 80/20 by DomainBed's holdout: ``train`` =
-both 80 % parts (e = env), ``val`` = the pooled 20 % parts, which are also the evaluation split.
+``variant="standard"``: the official split column, train / val / test.
+
+``variant="ex2l_envs"`` (eX2L App. B.6; SPEC §8.3's recommended default): two environments with
+App. B.6's group proportions, drawn from the official train + val images only (pool g0..g3 =
+3965 / 650 / 189 / 1190); ``test`` = the official test split (2255 / 2255 / 642 / 642, place
+independent of y in each class: the minority groups "balanced out again"), never seen in training
+or selection.  Both environments get N images, group g taking round(p_g·N) (half up), N the
+largest size at which both fit the pool (``ex2l_group_counts``); the land-waterbird group (189)
+binds at N = 1329:
+
+    env 0 "land-centric": 821 / 244 / 110 / 154 = 1329   (61.78 / 18.36 / 8.28 / 11.59 %)
+    env 1 "balanced":     595 / 401 /  79 / 253 = 1328   (44.80 / 30.20 / 5.95 / 19.05 %)
+
+(App. B.6: 61.80 / 18.37 / 8.26 / 11.58 and 44.77 / 30.20 / 5.98 / 19.05 %; 3,337 pool images
+stay unused).  Which images of a group go to env 0 / env 1 is a permutation seeded by
+(data_seed, group).  Each environment is then split 80/20 by DomainBed's holdout: ``train`` =
+the 80 % parts (1064 + 1063, e = env), ``val`` = the pooled 20 % parts (265 + 265), the
+training-domain selection split.  Equal environment sizes are our choice (App. B.6 gives
+proportions only; SPEC §8.3: "about 1.3k images per environment").
 
 Transforms: eval = resize to (size·256/224)², center crop ``image_size``, ImageNet normalisation
 [GDRO]; with ``augment`` the training stream uses RandomResizedCrop(scale (0.7, 1), ratio
@@ -25,6 +40,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -40,7 +56,11 @@ from .sources import missing_data
 FOLDER = "waterbirds_v1.0"
 COLUMNS = ("img_filename", "y", "split", "place")
 SPLITS = {"train": 0, "val": 1, "test": 2}
-ENV0_P = (0.55, 0.35)  # ex2l_envs: P(env 0) for land (place 0) and water (place 1) backgrounds
+#: eX2L App. B.6, per environment, the share of g = 0..3 (landbird/land, landbird/water,
+#: waterbird/land, waterbird/water); the paper's columns are land/water-bird = g2, land/land-bird
+#: = g0, water/water-bird = g3, water/land-bird = g1.
+EX2L_PROPORTIONS = ((0.6180, 0.1837, 0.0826, 0.1158),  # Env 1 "land-centric"
+                    (0.4477, 0.3020, 0.0598, 0.1905))  # Env 2 "balanced"
 HOLDOUT = 0.2
 VARIANTS = ("standard", "ex2l_envs")
 
@@ -86,14 +106,36 @@ def read_metadata(data_dir: Path) -> tuple[ImageRows, Tensor]:
     return rows, split
 
 
-def ex2l_environments(g: Tensor, data_seed: int) -> Tensor:
-    """Env 0 gets exactly round(p·n_g) of every group g (p by its place), env 1 the rest."""
-    e = torch.ones(len(g), dtype=torch.long)
-    for group in range(4):
+def ex2l_group_counts(pool: Sequence[int],
+                      proportions: Sequence[Sequence[float]] = EX2L_PROPORTIONS) -> list[list[int]]:
+    """Per environment, per group: round(p_g·N) images (half up), with N the largest size at
+    which all environments together fit the ``pool`` counts of every group (SPEC §8.3)."""
+    def counts(n: int) -> list[list[int]]:
+        return [[math.floor(p * n + 0.5) for p in env] for env in proportions]
+
+    def fits(n: int) -> bool:
+        return all(sum(col) <= have for col, have in zip(zip(*counts(n)), pool))
+
+    # rounding takes at most 0.5 per environment off p·N, so no larger N can fit
+    n = min(math.floor((have + 0.5 * len(proportions)) / sum(ps))
+            for have, ps in zip(pool, zip(*proportions)))
+    while n > 0 and not fits(n):  # fits() is monotone in n
+        n -= 1
+    return counts(n)
+
+
+def ex2l_environments(g: Tensor, counts: list[list[int]], data_seed: int) -> Tensor:
+    """e per example: in every group, a seeded permutation gives its first counts[0][g] members
+    env 0, the next counts[1][g] env 1; the rest get -1 (unused)."""
+    e = torch.full((len(g),), -1, dtype=torch.long)
+    for group in range(len(counts[0])):
         members = torch.nonzero(g == group).flatten()
-        k = math.floor(ENV0_P[group % 2] * len(members) + 0.5)
         gen = torch.Generator().manual_seed(seed_hash(data_seed, "waterbirds_ex2l", group))
-        e[members[torch.randperm(len(members), generator=gen)[:k]]] = 0
+        members = members[torch.randperm(len(members), generator=gen)]
+        start = 0
+        for env, env_counts in enumerate(counts):
+            e[members[start:start + env_counts[group]]] = env
+            start += env_counts[group]
     return e
 
 
@@ -103,9 +145,8 @@ class Waterbirds(GroupDataset):
     num_classes = 2
     input_shape = (3, 224, 224)
     provides = frozenset({"s", "g"})
-    val_split = "val"
-    id_split = "val"
-    ood_split = "test"
+    val_split = "val"  # selection
+    ood_split = "test"  # evaluation; no ID test split exists (module docstring)
     small_images = False
     default_hparams = {"arch": "resnet50"}
 
@@ -123,16 +164,23 @@ class Waterbirds(GroupDataset):
                                              train=name == "train")
                            for name, code in SPLITS.items()}
         else:
-            self._ex2l_splits(rows)
+            self._ex2l_splits(rows, split)
 
-    def _ex2l_splits(self, rows: ImageRows) -> None:
+    def _ex2l_splits(self, rows: ImageRows, split: Tensor) -> None:
+        """Environments from official train + val, selection on their holdout, test = official test."""
         self.provides = frozenset({"s", "g", "e"})
-        self.ood_split = "val"  # §7.11: AA/WGA on the pooled 20 % parts
-        e = ex2l_environments(group_ids(rows.y, rows.s, 2), self.data_seed)
-        rows = dataclasses.replace(rows, e=e)
-        envs = [rows.take(torch.nonzero(e == k).flatten()) for k in (0, 1)]
+        pool = rows.take(torch.nonzero(split != SPLITS["test"]).flatten())
+        g = group_ids(pool.y, pool.s, 2)
+        counts = ex2l_group_counts(torch.bincount(g, minlength=4).tolist())
+        if min(map(min, counts)) < 1 or int(min(map(sum, counts)) * HOLDOUT) < 1:
+            raise UserError("waterbirds ex2l_envs: too few train + val images to give both "
+                            f"environments every group and a validation holdout (counts {counts})")
+        pool = dataclasses.replace(pool, e=ex2l_environments(g, counts, self.data_seed))
+        envs = [pool.take(torch.nonzero(pool.e == k).flatten()) for k in range(len(counts))]
         train, val = holdout_envs(envs, HOLDOUT, self.data_seed)
-        self.splits = {"train": self._split(train, train=True), "val": self._split(val, train=False)}
+        test = rows.take(torch.nonzero(split == SPLITS["test"]).flatten())
+        self.splits = {"train": self._split(train, train=True), "val": self._split(val, train=False),
+                       "test": self._split(test, train=False)}
 
     def _split(self, rows: ImageRows, train: bool) -> ImageSplit:
         args = self.args

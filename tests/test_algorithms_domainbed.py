@@ -1,4 +1,5 @@
-"""The DomainBed-family baselines: GroupDRO, IRM, DANN/CDANN, CORAL and MMD.
+"""The DomainBed-family baselines: GroupDRO, IRM, DANN/CDANN, CORAL and MMD (and CDAN, whose
+own properties are in test_algorithms_cdan.py).
 
 Each defining property is checked on tiny hand-made batches (2×8×8 inputs, the MLP backbone),
 then every algorithm runs through the trainer on the toy dataset and, briefly, on real CMNIST.
@@ -22,7 +23,7 @@ from domainbed_sc.hparams import draw
 from domainbed_sc.training.records import RESULTS, RunArgs, read_records
 from domainbed_sc.training.trainer import RunOptions, train
 
-ALL = ["GroupDRO", "IRM", "DANN", "CDANN", "CORAL", "MMD"]
+ALL = ["GroupDRO", "IRM", "DANN", "CDANN", "CDAN", "CORAL", "MMD"]
 SHAPE = (2, 8, 8)
 
 

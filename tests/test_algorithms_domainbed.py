@@ -264,6 +264,28 @@ def test_runs_end_to_end_on_toy(run_toy, name):
     assert 0.0 <= last["metrics"]["test"]["acc"] <= 1.0
 
 
+def test_domainbed_erm_trains_on_one_minibatch_per_environment_concatenated(run_toy, monkeypatch):
+    """DomainBed's ERM (sampler uniform_env): 64 examples from each environment, one step on all."""
+    erm = ALGORITHMS.get("ERM")
+    per_step, predict = [], erm.predict
+
+    def spy_update(self, batches):
+        per_step.append(sorted(int(b.e.unique()) for b in batches))
+        return update(self, batches)
+
+    def spy_predict(self, x):
+        if self.training:
+            per_step[-1].append(len(x))
+        return predict(self, x)
+
+    update = erm.update
+    monkeypatch.setattr(erm, "update", spy_update)
+    monkeypatch.setattr(erm, "predict", spy_predict)
+    _, records = run_toy("ERM", epochs=1, hparams={"sampler": "uniform_env"})
+    assert records[-1]["step"] == 4 == len(per_step)  # 256 examples per environment / 64
+    assert all(s == [0, 1, 128] for s in per_step)
+
+
 @pytest.fixture
 def toy_without(monkeypatch):
     def _remove(label):

@@ -7,7 +7,9 @@ step if ``t % (1 + d_steps_per_g_step) < d_steps_per_g_step`` and a generator st
   generator:     minimise CE(h(φ(x)), y) − λ·L_D   (L_D with its penalty: a DomainBed quirk we keep)
 CDANN conditions D on the class (input φ(x) + embedding(y)) and weights the discriminator loss so
 every class counts equally.  The discriminator's targets are the e labels (with the uniform_env
-sampler minibatch i holds environment i, DomainBed's target).
+sampler minibatch i holds environment i, DomainBed's target).  What D sees and how its CE is
+weighted are the hooks ``disc_features`` / ``disc_input`` / ``disc_weights``, through which CDAN
+(cdan.py, Long et al.'s multilinear conditioning) reuses these alternating steps.
 """
 from __future__ import annotations
 

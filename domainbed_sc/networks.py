@@ -3,12 +3,16 @@
 A featurizer is ``neck(body(x))``: ``body`` ends at the last convolutional feature map (Grad-CAM
 for eX2L reads it, RCL reads it flattened) and ``neck`` turns the map into the embedding vector
 (DL reads it, e.g. LeNet-5's 84-d post-ReLU fc2 output).  ``n_outputs`` is the embedding size.
+``input_resize`` (any backbone) puts a bilinear upsampling in front of the body, so small images
+reach a network built for large ones (SPEC §7.13: CMNIST 28×28 → 224×224 for ResNet-50, whose
+layer4 map is then 7×7 instead of a Grad-CAM-useless 1×1).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UserError
@@ -121,8 +125,27 @@ def resnet50(input_shape, **kw) -> Featurizer:
     return _resnet(50, input_shape, **kw)
 
 
-def build_featurizer(arch: str, input_shape: tuple[int, ...], **kw) -> Featurizer:
-    return FEATURIZERS.get(arch)(tuple(input_shape), **kw)
+class Resize(nn.Module):
+    """Bilinear resize to ``size``×``size`` (no parameters, so the network stays packable)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
+def build_featurizer(arch: str, input_shape: tuple[int, ...], input_resize: int = 0,
+                     **kw) -> Featurizer:
+    """The ``arch`` featurizer; with ``input_resize`` > 0 it is built for (C, r, r) inputs and its
+    body starts by resizing whatever it gets to r×r."""
+    ctor = FEATURIZERS.get(arch)
+    if not input_resize:
+        return ctor(tuple(input_shape), **kw)
+    featurizer = ctor((input_shape[0], input_resize, input_resize), **kw)
+    featurizer.body = nn.Sequential(Resize(input_resize), featurizer.body)
+    return featurizer
 
 
 def mlp_head(n_in: int, n_out: int, width: int, depth: int, dropout: float) -> nn.Sequential:

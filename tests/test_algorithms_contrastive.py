@@ -314,6 +314,17 @@ def test_ex2l_heatmaps_have_the_body_map_shape(arch, shape, hw):
     assert torch.isfinite(t.sim) and t.sim.item() <= 0  # mae similarity
 
 
+def test_ex2l_on_cmnist_shaped_input_with_resnet50_upsamples_to_a_7x7_layer4_map():
+    """SPEC §7.13: 28×28 into ResNet-50 gives a 1×1 layer4 map; input_resize 224 gives 7×7."""
+    alg = make("eX2L", arch="resnet50", input_shape=(2, 28, 28), input_resize=224)
+    assert alg.label_model.featurizer.body[1][0].in_channels == 2  # conv1 adapted to 2 channels
+    t = alg.objective(random_batch(2, (2, 28, 28)))
+    assert t.h_f.shape == t.h_g.shape == (2, 7, 7)
+    resnet_body = alg.label_model.featurizer.body[1].eval()  # the body behind the Resize
+    with torch.no_grad():
+        assert resnet_body(torch.zeros(1, 2, 28, 28)).shape[-2:] == (1, 1)
+
+
 @pytest.mark.parametrize("sim_grad", ["both", "label_only"])
 def test_ex2l_similarity_gradient(sim_grad):
     alg = make("eX2L", input_shape=(2, 16, 16), ex2l_sim_grad=sim_grad)
@@ -337,13 +348,39 @@ def test_ex2l_predicts_with_the_label_model_only():
     assert torch.equal(alg.predict(x), before) and before.shape == (8, 2)
 
 
-def test_ex2l_single_logit_heads():
-    alg = make("eX2L", ex2l_single_logit=True)
+def test_ex2l_binary_heads_have_one_logit_by_default_and_k_way_on_request():
+    alg = make("eX2L")
     assert alg.label_model.head.out_features == 1 and alg.confounder_model.head.out_features == 1
     out = alg.update([random_batch()])
     assert all(math.isfinite(float(v)) for v in out.values())
     assert alg.predict(random_batch().x).shape == (8, 2)
-    assert make("eX2L", classes=3, ex2l_single_logit=True).label_model.head.out_features == 3
+    k_way = make("eX2L", ex2l_single_logit=False)
+    assert k_way.label_model.head.out_features == 2 and k_way.confounder_model.head.out_features == 2
+    assert make("eX2L", classes=3).label_model.head.out_features == 3
+
+
+def _bce_by_hand(z, t):
+    p = [1 / (1 + math.exp(-v)) for v in z.tolist()]
+    return -sum(math.log(q) if y else math.log(1 - q) for q, y in zip(p, t.tolist())) / len(p)
+
+
+def test_ex2l_single_logit_loss_is_bce_and_the_gradcam_target_is_plus_minus_z():
+    alg = make("eX2L", input_shape=(2, 16, 16))
+    b = random_batch(8, (2, 16, 16))
+    t = alg.objective(b)
+    with torch.no_grad():
+        z_f, z_g = alg.label_model(b.x)[1][:, 0], alg.confounder_model(b.x)[1][:, 0]
+    assert t.ce.item() == pytest.approx(_bce_by_hand(z_f, b.y), rel=1e-5)
+    assert t.ce_confounder.item() == pytest.approx(_bce_by_hand(z_g, b.s), rel=1e-5)
+    # Grad-CAM by hand: α from ∂z/∂A, the map's sign set by the label (z for 1, −z for 0)
+    maps, out = alg.label_model(b.x)
+    alpha = torch.autograd.grad(out.sum(), maps)[0].mean((2, 3), keepdim=True)
+    cam_z = (alpha * maps).sum(1).detach()
+    sign = (2 * b.y - 1).float()[:, None, None]
+    assert torch.allclose(t.h_f, (sign * cam_z).clamp_min(0), atol=1e-6)
+    flipped = alg.objective(Batch(b.x, 1 - b.y, b.s, b.g, b.e, b.idx))
+    assert torch.allclose(flipped.h_f, (-sign * cam_z).clamp_min(0), atol=1e-6)
+    assert (cam_z != 0).any() and not torch.allclose(flipped.h_f, t.h_f)
 
 
 def test_ex2l_has_two_sgd_optimizers_with_their_own_lr_and_wd():

@@ -1,4 +1,5 @@
-"""The DomainBed-family baselines: GroupDRO, IRM, DANN/CDANN, CORAL and MMD.
+"""The DomainBed-family baselines: GroupDRO, IRM, DANN/CDANN, CORAL and MMD (and CDAN, whose
+own properties are in test_algorithms_cdan.py).
 
 Each defining property is checked on tiny hand-made batches (2×8×8 inputs, the MLP backbone),
 then every algorithm runs through the trainer on the toy dataset and, briefly, on real CMNIST.
@@ -22,7 +23,7 @@ from domainbed_sc.hparams import draw
 from domainbed_sc.training.records import RESULTS, RunArgs, read_records
 from domainbed_sc.training.trainer import RunOptions, train
 
-ALL = ["GroupDRO", "IRM", "DANN", "CDANN", "CORAL", "MMD"]
+ALL = ["GroupDRO", "IRM", "DANN", "CDANN", "CDAN", "CORAL", "MMD"]
 SHAPE = (2, 8, 8)
 
 
@@ -261,6 +262,28 @@ def test_runs_end_to_end_on_toy(run_toy, name):
     assert last["hparams"]["sampler"] == ("uniform_group" if name == "GroupDRO" else "uniform_env")
     assert all(math.isfinite(v) for v in last["losses"].values())
     assert 0.0 <= last["metrics"]["test"]["acc"] <= 1.0
+
+
+def test_domainbed_erm_trains_on_one_minibatch_per_environment_concatenated(run_toy, monkeypatch):
+    """DomainBed's ERM (sampler uniform_env): 64 examples from each environment, one step on all."""
+    erm = ALGORITHMS.get("ERM")
+    per_step, predict = [], erm.predict
+
+    def spy_update(self, batches):
+        per_step.append(sorted(int(b.e.unique()) for b in batches))
+        return update(self, batches)
+
+    def spy_predict(self, x):
+        if self.training:
+            per_step[-1].append(len(x))
+        return predict(self, x)
+
+    update = erm.update
+    monkeypatch.setattr(erm, "update", spy_update)
+    monkeypatch.setattr(erm, "predict", spy_predict)
+    _, records = run_toy("ERM", epochs=1, hparams={"sampler": "uniform_env"})
+    assert records[-1]["step"] == 4 == len(per_step)  # 256 examples per environment / 64
+    assert all(s == [0, 1, 128] for s in per_step)
 
 
 @pytest.fixture

@@ -155,7 +155,8 @@ def test_parse_minutes():
 def test_every_shipped_sweep_file_expands_and_validates():
     """Full validation: this fails until every algorithm and dataset the files name exists."""
     files = sorted((REPO / "sweeps").glob("*.yaml"))
-    assert {f.stem for f in files} >= {"dl_mnist_cifar", "rcl_mnist_mp", "domainbed_cmnist",
+    assert {f.stem for f in files} >= {"dl_mnist_cifar", "rcl_mnist_mp", "domainbed_cmnist", "ex2l_cmnist",
+                                       "ex2l_cmnist_cpu",
                                        "chroma_vae_cmnist", "waterbirds", "spawrious", "quickstart"}
     for path in files:
         header = path.read_text().split("\n\n")[0]
@@ -163,6 +164,30 @@ def test_every_shipped_sweep_file_expands_and_validates():
         stated = re.search(r"(\d+) jobs", header)
         _, jobs = sweep_jobs(path, "/tmp/unused")
         assert stated and int(stated.group(1)) == len(jobs), f"{path.name}: header says {stated}"
+
+
+UNIFORM_ENV = dict.fromkeys(["IRM", "DANN", "CDAN", "CORAL", "MMD"], ("uniform_env", None))
+EX2L_PROTOCOL = {"ERM": ("random", None), "GroupDRO": ("uniform_group", "group"),
+                 "eX2L": ("uniform_group", None), **UNIFORM_ENV}
+
+
+@pytest.mark.parametrize("stem, backbone, protocol", [
+    # DomainBed: every algorithm, ERM included, on one minibatch per environment
+    ("domainbed_cmnist", ("mnist_cnn", 0), {"ERM": ("uniform_env", None), "IRM": ("uniform_env", None),
+                                            "GroupDRO": ("uniform_env", "env"), "DANN": ("uniform_env", None)}),
+    ("ex2l_cmnist", ("resnet50", 224), EX2L_PROTOCOL),  # SPEC §7.13: upsampled to 224 for ResNet-50
+    ("ex2l_cmnist_cpu", ("mnist_cnn", 0), EX2L_PROTOCOL),
+])
+def test_cmnist_sweeps_sample_as_their_papers_did(stem, backbone, protocol):
+    from domainbed_sc.datasets import DATASETS
+    from domainbed_sc.training.trainer import resolve_hparams
+
+    seen: dict[str, set] = {}
+    for args in load_sweep(REPO / "sweeps" / f"{stem}.yaml").runs():
+        _, hp = resolve_hparams(args, DATASETS.get(args.dataset))
+        mode = hp["groupdro_mode"] if args.algorithm == "GroupDRO" else None
+        seen.setdefault(args.algorithm, set()).add((hp["sampler"], mode, hp["arch"], hp["input_resize"]))
+    assert seen == {name: {(*how, *backbone)} for name, how in protocol.items()}
 
 
 # -- job identity ----------------------------------------------------------------------------

@@ -50,6 +50,9 @@ COMMON_HPARAMS: dict[str, HParam] = {
     "arch": HParam("mlp", None, None, "backbone name (datasets set their own default)"),
     "pretrained": HParam("none", None, None, "torchvision weights name for ResNets, or none"),
     "resnet_dropout": HParam(0.0, None, non_negative, large=(0.0, choice([0.0, 0.1, 0.5]))),
+    "input_resize": HParam(0, None, lambda v: isinstance(v, int) and v >= 0,
+                           "bilinearly upsample inputs to this square size inside the network, "
+                           "0 = off (SPEC §7.13: 224 for CMNIST on ResNet-50)"),
     "sampler": HParam("random", None, one_of("random", "uniform_group", "uniform_env")),
 }
 
@@ -100,8 +103,8 @@ class Algorithm(nn.Module):
     # -- helpers for subclasses ----------------------------------------------------------
     def make_featurizer(self) -> Featurizer:
         hp = self.hparams
-        return build_featurizer(hp["arch"], self.task.input_shape, pretrained=hp["pretrained"],
-                                dropout=hp["resnet_dropout"])
+        return build_featurizer(hp["arch"], self.task.input_shape, hp["input_resize"],
+                                pretrained=hp["pretrained"], dropout=hp["resnet_dropout"])
 
     def make_optimizer(self, params, lr: float | None = None,
                        weight_decay: float | None = None) -> torch.optim.Optimizer:

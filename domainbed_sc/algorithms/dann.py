@@ -7,7 +7,9 @@ step if ``t % (1 + d_steps_per_g_step) < d_steps_per_g_step`` and a generator st
   generator:     minimise CE(h(φ(x)), y) − λ·L_D   (L_D with its penalty: a DomainBed quirk we keep)
 CDANN conditions D on the class (input φ(x) + embedding(y)) and weights the discriminator loss so
 every class counts equally.  The discriminator's targets are the e labels (with the uniform_env
-sampler minibatch i holds environment i, DomainBed's target).
+sampler minibatch i holds environment i, DomainBed's target).  What D sees and how its CE is
+weighted are the hooks ``disc_features`` / ``disc_input`` / ``disc_weights``, through which CDAN
+(cdan.py, Long et al.'s multilinear conditioning) reuses these alternating steps.
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ class AbstractDANN(ERM):
                             "optimizer=sgd and lr_milestones are not supported")
         super().__init__(task, hparams)
         n, hp = self.featurizer.n_outputs, hparams
-        self.discriminator = mlp_head(n, task.num_envs, hp["mlp_width"], hp["mlp_depth"], hp["mlp_dropout"])
+        self.discriminator = mlp_head(self.disc_features(n), task.num_envs, hp["mlp_width"],
+                                      hp["mlp_depth"], hp["mlp_dropout"])
         disc_params = list(self.discriminator.parameters())
         if self.conditional:
             self.class_embeddings = nn.Embedding(task.num_classes, n)
@@ -70,29 +73,42 @@ class AbstractDANN(ERM):
         d = self.hparams["d_steps_per_g_step"]
         return t % (1 + d) < d
 
-    def disc_loss(self, z: Tensor, b: Batch) -> Tensor:
-        disc_input = z + self.class_embeddings(b.y) if self.conditional else z
-        out = self.discriminator(disc_input)
-        if self.conditional:  # every class weighs the same (DomainBed's class_balance)
-            y_counts = torch.bincount(b.y)
-            weights = 1.0 / (y_counts[b.y] * len(y_counts)).float()
-            loss = (weights * F.cross_entropy(out, b.e, reduction="none")).sum()
-        else:
-            loss = F.cross_entropy(out, b.e)
-        input_grad = autograd.grad(F.cross_entropy(out, b.e, reduction="sum"), [disc_input],
-                                   create_graph=True)[0]
+    def disc_features(self, n: int) -> int:
+        """Width of the discriminator's input for n-d features."""
+        return n
+
+    def disc_input(self, z: Tensor, logits: Tensor, b: Batch) -> Tensor:
+        return z + self.class_embeddings(b.y) if self.conditional else z
+
+    def disc_weights(self, logits: Tensor, b: Batch) -> Tensor | None:
+        """Per-example weights (summing to 1) of the discriminator's CE; None: the plain mean."""
+        if not self.conditional:
+            return None
+        y_counts = torch.bincount(b.y)  # every class weighs the same (DomainBed's class_balance)
+        return 1.0 / (y_counts[b.y] * len(y_counts)).float()
+
+    def disc_loss(self, z: Tensor, logits: Tensor, b: Batch) -> Tensor:
+        disc_input = self.disc_input(z, logits, b)
+        ce = F.cross_entropy(self.discriminator(disc_input), b.e, reduction="none")
+        weights = self.disc_weights(logits, b)
+        loss = ce.mean() if weights is None else (weights * ce).sum()
+        input_grad = autograd.grad(ce.sum(), [disc_input], create_graph=True)[0]
         return loss + self.hparams["grad_penalty"] * input_grad.pow(2).sum(dim=1).mean()
+
+    def losses(self, b: Batch, disc_step: bool) -> tuple[Tensor, Tensor]:
+        """(the classifier's CE, L_D).  On a discriminator step the featurizer and classifier
+        are constants: the graph is cut at φ(x) (the penalty still needs ∂/∂input)."""
+        z = self.featurizer(b.x)
+        if disc_step:
+            z = z.detach().requires_grad_()
+        logits = self.classifier(z)
+        disc_loss = self.disc_loss(z, logits.detach() if disc_step else logits, b)
+        return F.cross_entropy(logits, b.y), disc_loss
 
     def update(self, batches: list[Batch]) -> dict[str, Tensor | float]:
         self.update_count += 1
         disc_step = self.is_disc_step(int(self.update_count))
-        b = Batch.cat(batches)
-        z = self.featurizer(b.x)
-        if disc_step:
-            # the featurizer is not stepped here: cut the graph (the penalty still needs ∂/∂input)
-            z = z.detach().requires_grad_()
-        disc_loss = self.disc_loss(z, b)
-        class_loss = F.cross_entropy(self.classifier(z), b.y)
+        class_loss, disc_loss = self.losses(Batch.cat(batches), disc_step)
         if disc_step:
             self.disc_optimizer.zero_grad(set_to_none=True)
             disc_loss.backward()

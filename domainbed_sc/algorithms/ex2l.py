@@ -6,20 +6,23 @@ its own optimizer (SGD, momentum 0.9 by default), learning rate and weight decay
 both at the end of the featurizer body (mnist_cnn: the 14×14 conv4 map on 28×28 input; ResNets:
 the layer4 output), for the true class (y for f, s for g), and the two heatmaps are pushed apart:
 
-    L = CE(f(x), y) + λ_c·CE(g(x), s) + λ_s·mean_b Sim(H_f, H_g)        (Eq. 4)
+    L = CE(f(x), y) + λ_c·CE(g(x), s) + λ_s·mean_b Sim(H_f, H_g)        (Eq. 4; BCE for one logit)
 
 ``ex2l_sim_grad`` = both lets the Sim gradient reach both models (the literal joint
-minimisation); label_only detaches H_g (a static spatial prior).  ``ex2l_single_logit`` gives
-binary tasks one logit (BCE, Grad-CAM target ±z) instead of two.  Prediction uses f only.
+minimisation); label_only detaches H_g (a static spatial prior).  Binary heads (label or
+confounder model) have one logit z by default, trained with BCE, Grad-CAM target z if the target
+is 1 and −z if it is 0 (SPEC §4.7, §8.9; App. B.1); ``ex2l_single_logit: false`` gives them two
+logits and CE instead.  Prediction uses f only; a single logit is returned as the two logits
+(0, z), so the evaluator's argmax predicts 1 iff z > 0 and nothing downstream needs to know.
 
-Paper protocol (beyond these defaults): ResNet-50 IMAGENET1K_V2, up to 300 epochs with early
-stopping (patience 10) on J = (AA + WGA)/2 on validation, 20 random trials, seeds 42, 8, 777.
+Paper protocol (beyond these defaults): ResNet-50 IMAGENET1K_V2 (CMNIST upsampled to 224×224,
+``input_resize``, §7.13), up to 300 epochs with early stopping (patience 10) on
+J = (AA + WGA)/2 on validation, 20 random trials, seeds 42, 8, 777 (sweeps/ex2l_cmnist.yaml).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..datasets.base import Batch
@@ -28,7 +31,7 @@ from ..hparams import HParam, choice, one_of, positive, uniform
 from ..networks import Featurizer
 from . import register_algorithm
 from .base import COMMON_HPARAMS, Algorithm, TaskInfo
-from .gradcam import class_logits, grad_cam
+from .gradcam import class_logits, grad_cam, head_loss
 from .heatmap_similarity import SEARCHED, SIMILARITIES
 
 
@@ -64,7 +67,8 @@ class EX2L(Algorithm):
         "ex2l_lambda_s": HParam(1.0, uniform(0.1, 100.0), positive, "similarity weight"),
         "ex2l_similarity": HParam("mae", choice(SEARCHED), one_of(*SIMILARITIES)),
         "ex2l_sim_grad": HParam("both", None, one_of("both", "label_only")),
-        "ex2l_single_logit": HParam(False, None, None, "one logit (BCE, ±z target) for binary heads"),
+        "ex2l_single_logit": HParam(True, None, None,
+                                    "binary heads: one logit, BCE, ±z target (false: two logits, CE)"),
         # lr / weight_decay are the label model's; the confounder model's follow the same space
         "confounder_lr": COMMON_HPARAMS["lr"],
         "confounder_weight_decay": COMMON_HPARAMS["weight_decay"],
@@ -96,8 +100,7 @@ class EX2L(Algorithm):
         if self.hparams["ex2l_sim_grad"] == "label_only":
             h_g = h_g.detach()
         sim = SIMILARITIES[self.hparams["ex2l_similarity"]](h_f, h_g).mean()
-        return Terms(F.cross_entropy(class_logits(out_f), b.y),
-                     F.cross_entropy(class_logits(out_g), b.s), sim, h_f, h_g)
+        return Terms(head_loss(out_f, b.y), head_loss(out_g, b.s), sim, h_f, h_g)
 
     def update(self, batches: list[Batch]) -> dict[str, Tensor]:
         t = self.objective(Batch.cat(batches))

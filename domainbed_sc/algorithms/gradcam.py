@@ -18,6 +18,13 @@ def class_logits(out: Tensor) -> Tensor:
     return torch.cat([torch.zeros_like(out), out], 1) if out.shape[1] == 1 else out
 
 
+def head_loss(out: Tensor, target: Tensor) -> Tensor:
+    """BCE on a single binary logit, cross-entropy on K-way logits (SPEC §8.9)."""
+    if out.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(out[:, 0], target.to(out.dtype))
+    return F.cross_entropy(out, target)
+
+
 def target_score(out: Tensor, target: Tensor) -> Tensor:
     """Per-sample Grad-CAM target: the true-class logit, or ±z for a single binary logit
     (z if target = 1, −z if target = 0; SPEC §4.7, App. B.1)."""

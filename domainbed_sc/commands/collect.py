@@ -60,7 +60,9 @@ def add_parser(sub) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR")
     p.add_argument("--selection", default=DEFAULT_SELECTION,
                    help=f"comma-separated methods (default {DEFAULT_SELECTION}); also best_val_acc, "
-                        "best_val_wga, best_val_mean_aa_wga")
+                        "best_val_wga, best_val_mean_aa_wga, early_stop_val_acc (RCL: the first "
+                        "checkpoint with val acc >= 95%%; early_stop_val_acc@0.9 for another "
+                        "threshold)")
     p.add_argument("--metric", default=DEFAULT_METRICS,
                    help=f"table columns (default {DEFAULT_METRICS}); also acc_gmean, id_wga, "
                         "val_acc, val_wga")
@@ -76,8 +78,8 @@ def add_parser(sub) -> None:
                    help="sweep (metric vs swept N / λ ...), groups (per-group accuracy heatmaps)")
     p.add_argument("--patience", type=int, metavar="P",
                    help="replay early stopping where a method picks the best checkpoint (not "
-                        "last / oracle): a run stops after P evaluations without improvement "
-                        "(eX2L: 10)")
+                        "last / oracle): a run stops once P epochs pass without improvement, "
+                        "however often it was evaluated (eX2L: 10)")
     p.add_argument("--min-delta", type=float, default=1e-4,
                    help="the smallest gain that counts as improvement (default 1e-4, SPEC §7.2)")
     p.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")

@@ -218,6 +218,25 @@ def test_rcl_early_stop_markdown_matches_golden(tmp_path):
     assert body == (GOLDEN / "collect_rcl_early_stop.md").read_text()
 
 
+def test_plan_gives_each_run_its_sweeps_selection(tmp_path):
+    """Run a in sweep s1 (best_val_acc), b in s1 and s2 (oracle), c in none (the default)."""
+    dirs = {k: write_run(tmp_path, [record(1, trial_seed=t, val=(0.5, 0.5))]).name
+            for k, t in (("a", 0), ("b", 1), ("c", 2))}
+    (tmp_path / ".sweeps").mkdir()
+    for name, methods, runs in (("s1", ["best_val_acc"], "ab"), ("s2", ["oracle"], "b")):
+        (tmp_path / ".sweeps" / f"{name}.json").write_text(json.dumps(
+            {"sweep": name, "selection": methods, "runs": [dirs[k] for k in runs]}))
+    (tmp_path / ".sweeps" / "torn.json").write_text("{")
+    collection = reader.read_runs([tmp_path])
+    assert "1 foreign file" in collection.skipped.summary()
+    plan = selection.plan(collection.records, None, "last")
+    assert [(m.name, sorted(recs.trial_seed)) for m, recs in plan] == [
+        ("best_val_acc", [0, 1]), ("oracle", [1]), ("last", [2])]
+    assert [(m.name, len(recs)) for m, recs in selection.plan(collection.records, "last,oracle",
+                                                              "best_val_wga")] == [
+        ("last", 3), ("oracle", 3)]
+
+
 def test_methods_needing_validation_are_not_applicable_without_it(tmp_path):
     for h in (0, 1):  # two draws: even "last" needs a validation split to choose between them
         write_run(tmp_path, [record(s, dataset=MC, hparams_seed=h, test=0.5 + 0.1 * h)

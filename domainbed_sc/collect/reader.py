@@ -7,7 +7,8 @@ that are not records, other ``*.jsonl`` files and second copies of a run are cou
 ``Skipped`` and reported under the tables.
 
 Columns: run identity (``run``, ``name``, ``run_id``, ``dataset``, ``algorithm``, seeds,
-``epochs``, ``steps``, ``checkpoint_freq``), ``step``, ``epoch``, ``stage`` and
+``epochs``, ``steps``, ``checkpoint_freq``), ``sweep_selection`` (the comma-separated selection
+methods the run's sweep files name, from ``.sweeps/*.json`` beside the run; "" for none), ``step``, ``epoch``, ``stage`` and
 ``num_stages`` (1 and 1 for records written before records named their stage), the grid ``cell`` (a hash of dataset,
 resolved dataset args, algorithm, fixed hparam overrides and those three), ``arg:<k>`` for
 each resolved dataset argument and ``hp:<k>`` for each hparam override, and per split role
@@ -28,7 +29,7 @@ import pandas as pd
 
 from ..cache import stable_hash
 from ..errors import UserError
-from ..training.records import DONE, RESULTS, RunArgs
+from ..training.records import DONE, RESULTS, SWEEPS, RunArgs
 
 ROLES = ("val", "oracle", "id", "ood")
 FIELDS = ("acc", "wga", "acc_gmean", "acc_adj")
@@ -82,6 +83,7 @@ def read_runs(dirs: list[str | Path]) -> Collection:
     skipped = Skipped()
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
+    manifests: dict[Path, dict[str, list[str]]] = {}  # per output root: run dir → selection
     for path in find_jsonl(dirs):
         if path.name != RESULTS:
             skipped.foreign_files.append(str(path))
@@ -99,11 +101,31 @@ def read_runs(dirs: list[str | Path]) -> Collection:
             skipped.duplicates.append(str(run_dir))
         else:
             seen.add(run_rows[0]["run_id"])
-            rows.extend(run_rows)
+            if run_dir.parent not in manifests:
+                manifests[run_dir.parent] = sweep_selections(run_dir.parent, skipped)
+            named = ",".join(manifests[run_dir.parent].get(run_dir.name, []))
+            rows.extend({**r, "sweep_selection": named} for r in run_rows)
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame = frame.sort_values(["run", "step"], kind="stable").reset_index(drop=True)
     return Collection(frame, skipped)
+
+
+def sweep_selections(root: Path, skipped: Skipped) -> dict[str, list[str]]:
+    """Run dir name → the selection methods named by the sweeps that launched it in ``root``
+    (in file order; a run in two sweeps gets both).  Unreadable manifests count as foreign."""
+    named: dict[str, list[str]] = {}
+    for path in sorted((root / SWEEPS).glob("*.json")):
+        try:
+            manifest = json.loads(path.read_text())
+            runs, selection = list(manifest["runs"]), [str(s) for s in manifest["selection"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            skipped.foreign_files.append(str(path))
+            continue
+        for name in map(str, runs):
+            methods = named.setdefault(name, [])
+            methods += [s for s in selection if s not in methods]
+    return named
 
 
 def find_jsonl(dirs: list[str | Path]) -> list[Path]:

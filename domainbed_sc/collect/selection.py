@@ -156,6 +156,19 @@ def parse_methods(text: str) -> list[Method]:
     return parse_names(text, known, "selection method")
 
 
+def plan(records: pd.DataFrame, text: str | None, default: str) -> list[tuple[Method, pd.DataFrame]]:
+    """(method, the records it selects among).  With ``text`` (--selection): every method over
+    every run.  Without it, each run gets the methods its sweep file names (``default`` where
+    none names any), and each method is shown over the runs that get it: runs of sweeps that name
+    different selections are each shown under their own (SPEC §1.2: each paper its own)."""
+    if text is not None:
+        return [(m, records) for m in parse_methods(text)]
+    wanted = records["sweep_selection"].where(records["sweep_selection"] != "", default).str.split(",")
+    order = dict.fromkeys(name for names in wanted for name in names)
+    return [(m, records[wanted.map(lambda names, n=name: n in names)])
+            for name in order for m in parse_methods(name)]
+
+
 def parse_threshold(text: str, name: str) -> float:
     try:
         value = float(text)

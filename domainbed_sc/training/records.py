@@ -18,6 +18,9 @@ from ..cache import atomic_write_bytes, stable_hash
 RESULTS = "results.jsonl"
 CHECKPOINT = "checkpoint.pt"
 DONE = "done"
+#: ``<output root>/.sweeps/<sweep>.json``: a sweep's ``selection`` and the job dirs it launched
+#: there (written by ``sweep launch``, read by ``collect``)
+SWEEPS = ".sweeps"
 
 
 @dataclass

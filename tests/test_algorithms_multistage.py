@@ -15,6 +15,8 @@ from torch import nn
 from domainbed_sc.algorithms import ALGORITHMS, TaskInfo
 from domainbed_sc.algorithms.chroma_vae import RECONSTRUCTIONS_PNG, KNNClassifier
 from domainbed_sc.algorithms.vae_nets import Decoder, Encoder
+from domainbed_sc.collect.reader import read_runs
+from domainbed_sc.collect.selection import METHODS, select
 from domainbed_sc.datasets.base import Batch, DatasetArgs, GroupDataset, TensorSplit
 from domainbed_sc.errors import UserError
 from domainbed_sc.hparams import draw
@@ -241,6 +243,13 @@ def test_jtt_records_name_their_stage_and_stage2_follows_the_upsampled_set(jtt_r
     assert reference[-1]["epoch"] == pytest.approx(6.0)
     assert [(r["stage"], r["num_stages"]) for r in reference] == (
         [(1, 2)] * 4 + [(2, 2)] * (len(reference) - 4))  # checkpoints 4, 8, 12, 16 are stage 1
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_collect_selects_a_stage2_checkpoint_of_a_real_jtt_run(jtt_reference, method):
+    ref_dir, _ = jtt_reference
+    chosen = select(read_runs([ref_dir]).records, METHODS[method]).runs
+    assert len(chosen) == 1 and chosen.step.iloc[0] > 16 and chosen.stage.iloc[0] == 2
 
 
 # -- Chroma-VAE ---------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """Model selection (SPEC §1.2): which checkpoint of each run, and which hyperparameter draw.
 
 Two stages, as in DomainBed.  A method scores every checkpoint record of a run and keeps the
-best one (the earliest on ties).  Only checkpoints of a method's final stage are candidates
-(SPEC §8.1): JTT's stage-2 model, Chroma-VAE's z2-classifier, the models their papers report.  Then, per grid cell (dataset, dataset args, algorithm, fixed
-hparam overrides, training length), it averages the kept checkpoints' hparams score over the
-trial seeds of each hparams draw and keeps the best draw (the lowest hparams_seed on ties), so
-every trial seed of a cell reports the same hyperparameters.  A method whose score a dataset
-cannot give (no validation split, no group labels on it) is "not applicable" there.
+best one (the earliest on ties); only checkpoints of a method's final stage are candidates
+(SPEC §8.1: JTT's stage-2 model, Chroma-VAE's z2-classifier, the models their papers report).
+Then, per grid cell (dataset, dataset args, algorithm, fixed hparam overrides, training
+length), it averages the kept checkpoints' hparams score over the trial seeds of each hparams
+draw and keeps the best draw (the lowest hparams_seed on ties), so every trial seed of a cell
+reports the same hyperparameters.  A method whose score a dataset cannot give (no validation
+split, no group labels on it) is "not applicable" there.
 """
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ class Method:
 
 
 def first_reaching(threshold: float) -> Score:
-    """RCL's early stopping: the first checkpoint whose val acc reaches ``threshold``; a run that
-    never does trains to its end (the paper stops training, nothing else), so its last one."""
+    """RCL's early stopping (SPEC §1.2, §4.8): the first checkpoint whose val acc reaches
+    ``threshold``.  The paper stops training there and says no more, so a run that never gets
+    there trains to its end and reports its last checkpoint (our reading); tables count those."""
 
     def score(df: pd.DataFrame) -> pd.Series:
         acc, step = df["val_acc"].astype(float), df["step"].astype(float)

@@ -462,7 +462,10 @@ def test_jtt_on_cmnist_finds_the_minority_groups(real_data_dir, tmp_path):
     # stage 1 learns the colour: its errors are mostly the colour-label disagreeing groups
     assert switch["jtt_error_set_size"] > 1000
     assert switch["jtt_error_precision"] > 0.6 and switch["jtt_error_recall"] > 0.5
-    assert records[-1]["step"] == 150
+    # --steps 150: stage 2 trains 150 steps after the identification epoch(s)
+    assert switch["jtt_stage2_steps"] == 150 and records[-1]["stage"] == 2
+    stage1_steps = switch["jtt_stage2_epoch"] * (records[0]["metrics"]["train"]["n"] // 512)
+    assert records[-1]["step"] == stage1_steps + 150
 
 
 @pytest.mark.real_data

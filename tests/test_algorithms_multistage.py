@@ -15,6 +15,8 @@ from torch import nn
 from domainbed_sc.algorithms import ALGORITHMS, TaskInfo
 from domainbed_sc.algorithms.chroma_vae import RECONSTRUCTIONS_PNG, KNNClassifier
 from domainbed_sc.algorithms.vae_nets import Decoder, Encoder
+from domainbed_sc.collect.reader import read_runs
+from domainbed_sc.collect.selection import METHODS, select
 from domainbed_sc.datasets.base import Batch, DatasetArgs, GroupDataset, TensorSplit
 from domainbed_sc.errors import UserError
 from domainbed_sc.hparams import draw
@@ -43,10 +45,11 @@ class Planted(GroupDataset):
                        **{k: TensorSplit(*v, num_attributes=2) for k, v in eval_splits.items()}}
 
 
-def context(ds, epoch=0, final=False, out_dir=Path("."), eval_batch_size=7, batch_size=4):
+def context(ds, epoch=0, final=False, out_dir=Path("."), eval_batch_size=7, batch_size=4,
+            args=RunArgs("planted", epochs=10)):
     sampler = RandomSampler(len(ds.splits["train"]), batch_size, seed=3)
     return EpochContext(epoch, epoch * sampler.steps_per_epoch, final, ds, sampler,
-                        torch.device("cpu"), eval_batch_size, out_dir)
+                        torch.device("cpu"), eval_batch_size, out_dir, args=args)
 
 
 def batch(x, y):
@@ -107,6 +110,28 @@ def test_jtt_stage2_weights_follow_the_count_mode(mode, error_weight):
     expected[errors] = error_weight
     assert torch.equal(ctx.sampler.weights, expected)
     assert alg.training  # the eval-mode pass restored train mode
+    assert alg.stage == 2
+
+
+@pytest.mark.parametrize("mode, copies", [("official_1_plus", 50 + 20 * 8), ("spuco", 42 + 20 * 8)])
+@pytest.mark.parametrize("args, epochs", [(RunArgs("planted", epochs=10), 10),
+                                          (RunArgs("planted", epochs=2.5), 2.5),
+                                          (RunArgs("planted", steps=70), None)])
+def test_jtt_stage2_trains_the_whole_length_over_the_upsampled_set(mode, copies, args, epochs):
+    """SPEC §8.2: a stage-2 epoch is ⌈(|D| + λ_up·|E|)/B⌉ steps (D once plus E λ_up times
+    officially; SpuCo: the correct set once plus E λ_up times), for the run's --epochs, or its
+    --steps in steps; 50 examples, |E| = 8, λ_up = 20, batch 4."""
+    ds, errors = planted_jtt_data()
+    alg = make("JTT", input_shape=(1,), jtt_lambda_up=20.0, jtt_count_mode=mode)
+    plant_predictions(alg, ds, errors)
+    ctx = context(ds, epoch=alg.stage1_epochs, args=args)
+    alg.on_epoch(ctx)
+    per_epoch = math.ceil(copies / 4)
+    steps = 70 if epochs is None else round(epochs * per_epoch)
+    assert len(errors) == 8 and ctx.extra["jtt_stage2_steps_per_epoch"] == per_epoch
+    assert ctx.extra["jtt_stage2_steps"] == steps
+    assert (ctx.schedule.total, ctx.schedule.origin_step) == (ctx.step + steps, ctx.step)
+    assert ctx.schedule.epoch(ctx.step + per_epoch) == alg.stage1_epochs + 1
 
 
 def test_jtt_logs_error_set_against_minority_groups():
@@ -139,9 +164,15 @@ def test_jtt_restarts_from_the_initial_weights_with_a_fresh_optimizer():
     assert alg.optimizer is not old_optimizer and len(alg.optimizer.state) == 0
 
 
-def test_jtt_rejects_a_run_too_short_for_stage2():
-    with pytest.raises(UserError, match="stage 2 would start at epoch 1"):
-        make("JTT", steps_per_epoch=10, total_steps=10)
+def test_jtt_plans_t_identification_epochs_before_the_final_models_length():
+    """The official run: T = round(fraction · n_epochs) epochs, then n_epochs (SPEC §8.2); even
+    a 1-epoch run gets its stage 2."""
+    ds, _ = planted_jtt_data()  # 50 examples, batch 4: 12 steps per epoch
+    alg = make("JTT", input_shape=(1,), steps_per_epoch=12, total_steps=12, jtt_T_fraction=0.4)
+    assert alg.stage1_epochs == 1 and alg.stage == 1
+    ctx = context(ds, epoch=0)
+    alg.on_epoch(ctx)
+    assert ctx.schedule.total == 12 + 12 and alg.stage == 1
 
 
 class Killed(Exception):
@@ -149,9 +180,11 @@ class Killed(Exception):
 
 
 def run_jtt(out_dir: Path, data_dir: Path, kill_at: int | None, monkeypatch) -> tuple[list, int]:
-    """JTT on the toy data: 4 epochs of 8 steps, stage 2 from step 16, checkpoints every 4.
-    Returns the records (without wall times) and the step the run resumed from (0: none)."""
-    args = RunArgs("toy", "JTT", hparams={"jtt_T_fraction": 0.5}, epochs=4, checkpoint_freq=4)
+    """JTT on the toy data: 2 epochs of 8 steps, then stage 2 for 4 upsampled epochs (λ_up = 5),
+    checkpoints every 4.  Returns the records (without wall times) and the step the run resumed
+    from (0: none)."""
+    args = RunArgs("toy", "JTT", hparams={"jtt_T_fraction": 0.5, "jtt_lambda_up": 5.0}, epochs=4,
+                   checkpoint_freq=4)
     opts = RunOptions(out_dir, data_dir, "cpu", progress=False)
     if kill_at is not None:
         train_step = Run.train_step
@@ -194,9 +227,29 @@ def test_jtt_killed_run_resumes_in_the_right_stage(tmp_path, monkeypatch, jtt_re
     assert torch.equal(error_set, ref_state["algorithm"]["extra"]["error_set"])
     assert len(error_set) == switch["extra"]["jtt_error_set_size"]
     assert torch.equal(state["sampler"]["weights"], ref_state["sampler"]["weights"])
-    assert state["sampler"]["weights"].max() == 101.0  # 1 + λ_up on E
+    assert state["sampler"]["weights"].max() == 6.0  # 1 + λ_up on E
     module, ref_module = state["algorithm"]["module"], ref_state["algorithm"]["module"]
     assert all(torch.equal(module[k], ref_module[k]) for k in module)
+
+
+def test_jtt_records_name_their_stage_and_stage2_follows_the_upsampled_set(jtt_reference):
+    """2 epochs of 8 steps (512 examples, batch 64), then 4 epochs of ⌈(512 + 5·|E|)/64⌉ steps."""
+    _, reference = jtt_reference
+    switch = next(r for r in reference if "jtt_error_set_size" in r["extra"])["extra"]
+    per_epoch = math.ceil((512 + 5 * switch["jtt_error_set_size"]) / 64)
+    assert switch["jtt_stage2_steps_per_epoch"] == per_epoch > 8
+    assert switch["jtt_stage2_steps"] == 4 * per_epoch
+    assert reference[-1]["step"] == 16 + 4 * per_epoch
+    assert reference[-1]["epoch"] == pytest.approx(6.0)
+    assert [(r["stage"], r["num_stages"]) for r in reference] == (
+        [(1, 2)] * 4 + [(2, 2)] * (len(reference) - 4))  # checkpoints 4, 8, 12, 16 are stage 1
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_collect_selects_a_stage2_checkpoint_of_a_real_jtt_run(jtt_reference, method):
+    ref_dir, _ = jtt_reference
+    chosen = select(read_runs([ref_dir]).records, METHODS[method]).runs
+    assert len(chosen) == 1 and chosen.step.iloc[0] > 16 and chosen.stage.iloc[0] == 2
 
 
 # -- Chroma-VAE ---------------------------------------------------------------------------
@@ -375,6 +428,27 @@ def test_chroma_trains_through_the_trainer(run_toy):
     assert (out / RECONSTRUCTIONS_PNG).exists()
     state = torch.load(out / CHECKPOINT, weights_only=False)["algorithm"]
     assert state["extra"]["stage"] == 2 and len(state["module"]["stage2.bank"]) == 512
+    assert [(r["stage"], r["num_stages"]) for r in records] == [(1, 2), (2, 2)]
+
+
+def test_chroma_final_stage_record_evaluates_the_z2_classifier(run_toy):
+    """The final (stage-2) record's metrics are the z2-classifier's, not C(μ₁)'s."""
+    out, records = run_toy("ChromaVAE", epochs=2,
+                           hparams={"chroma_likelihood": "gaussian", "chroma_zdim": 8})
+    final = records[-1]
+    run = Run(RunArgs(**final["args"]), RunOptions(out, out.parent / "data", "cpu", progress=False))
+    run.try_resume()  # the finished run's model, in stage 2
+    alg = run.algorithm.eval()
+    differ = False
+    for name, split in run.ds.splits.items():
+        with torch.no_grad():
+            mu = alg.encoder(split.x)[0]
+            z2 = (alg.stage2(mu[:, alg.d1:]).argmax(1) == split.y).double().mean().item()
+            z1 = (alg.classifier(mu[:, :alg.d1]).argmax(1) == split.y).double().mean().item()
+        assert final["metrics"][name]["acc"] == pytest.approx(z2)
+        assert final["extra"]["chroma_z1_acc"][name] == pytest.approx(z1)
+        differ |= z1 != pytest.approx(z2)
+    assert differ  # so the check tells the two classifiers apart
 
 
 # -- real data ----------------------------------------------------------------------------
@@ -388,7 +462,10 @@ def test_jtt_on_cmnist_finds_the_minority_groups(real_data_dir, tmp_path):
     # stage 1 learns the colour: its errors are mostly the colour-label disagreeing groups
     assert switch["jtt_error_set_size"] > 1000
     assert switch["jtt_error_precision"] > 0.6 and switch["jtt_error_recall"] > 0.5
-    assert records[-1]["step"] == 150
+    # --steps 150: stage 2 trains 150 steps after the identification epoch(s)
+    assert switch["jtt_stage2_steps"] == 150 and records[-1]["stage"] == 2
+    stage1_steps = switch["jtt_stage2_epoch"] * (records[0]["metrics"]["train"]["n"] // 512)
+    assert records[-1]["step"] == stage1_steps + 150
 
 
 @pytest.mark.real_data

@@ -12,6 +12,7 @@ import pytest
 
 from domainbed_sc.cli import main
 from domainbed_sc.collect import plots, reader, selection, stats, tables
+from domainbed_sc.errors import UserError
 from domainbed_sc.training.records import DONE, RESULTS, RunArgs
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -36,8 +37,9 @@ def split(acc, wga=None, groups=None):
 
 
 def record(step, *, dataset=TOY, algorithm="ERM", hparams_seed=0, trial_seed=0, hparams=None,
-           val=None, test_id=0.9, test=None):
-    """One record; ``val`` / ``test`` are (acc, wga) pairs or a plain acc (no groups)."""
+           val=None, test_id=0.9, test=None, epoch=None, stage=None):
+    """One record; ``val`` / ``test`` are (acc, wga) pairs or a plain acc (no groups);
+    ``stage`` = (stage, num_stages), or None for a record from before records named it."""
     args = RunArgs(dataset["name"], algorithm, dict(dataset["args"]), dict(hparams or {}),
                    hparams_seed, trial_seed, trial_seed, epochs=4)
     metrics = {"test_id": split(test_id, test_id)}
@@ -45,8 +47,9 @@ def record(step, *, dataset=TOY, algorithm="ERM", hparams_seed=0, trial_seed=0, 
         if value is not None:
             metrics[name] = split(*value) if isinstance(value, tuple) else split(value)
     return {"args": args.as_dict(), "hparams": {"lr": 0.001, **(hparams or {})}, "dataset": dataset,
-            "step": step, "epoch": step / 10, "losses": {"loss": 0.1}, "metrics": metrics,
-            "wall_time": 1.0, "device": "cpu", "extra": {}}
+            "step": step, "epoch": step / 10 if epoch is None else epoch, "losses": {"loss": 0.1},
+            "metrics": metrics, "wall_time": 1.0, "device": "cpu", "extra": {},
+            **({} if stage is None else {"stage": stage[0], "num_stages": stage[1]})}
 
 
 def write_run(root: Path, records: list[dict], done: bool = True, name: str | None = None) -> Path:
@@ -108,10 +111,11 @@ def test_checkpoint_ties_keep_the_earliest_and_draw_ties_the_lowest_seed(tmp_pat
     assert list(zip(chosen.hparams_seed, chosen.step)) == [(0, 1)]
 
 
-def test_early_stopping_cuts_runs_after_patience_evaluations(tmp_path):
-    # val acc stalls after step 2 (step 4 gains less than min_delta = 1e-4), then peaks at step 5
-    curve = {1: 0.50, 2: 0.60, 3: 0.59, 4: 0.60005, 5: 0.90}
-    write_run(tmp_path, [record(s, val=(acc, acc / 2), test=(0.1 * s, 0.0))
+def test_early_stopping_counts_epochs_not_evaluations(tmp_path):
+    # two evaluations per epoch (epoch = step / 2); val acc stalls after step 2 (epoch 1; step 4
+    # gains less than min_delta = 1e-4), then peaks at step 7 (epoch 3.5)
+    curve = {1: 0.50, 2: 0.60, 3: 0.59, 4: 0.60005, 5: 0.58, 6: 0.59, 7: 0.90}
+    write_run(tmp_path, [record(s, val=(acc, acc / 2), test=(0.1 * s, 0.0), epoch=s / 2)
                          for s, acc in curve.items()])
     records = reader.read_runs([tmp_path]).records
     method = selection.METHODS["best_val_acc"]
@@ -119,15 +123,118 @@ def test_early_stopping_cuts_runs_after_patience_evaluations(tmp_path):
     def step(stopping):
         return list(selection.select(records, method, stopping).runs.step)
 
-    assert step(None) == [5]
-    # stopped after step 4; the best checkpoint it evaluated is step 4
+    assert step(None) == [7]
+    # 2 epochs after epoch 1 is step 6: stopped there; the best checkpoint it evaluated is step 4
     assert step(selection.EarlyStopping(patience=2)) == [4]
-    assert step(selection.EarlyStopping(patience=2, min_delta=0.0)) == [5]  # step 4 counts
-    assert step(selection.EarlyStopping(patience=3)) == [5]
+    assert step(selection.EarlyStopping(patience=2, min_delta=0.0)) == [7]  # step 4 counts
+    # 3 evaluations without gain (steps 3-5) but not 3 epochs: the run goes on to step 7
+    assert step(selection.EarlyStopping(patience=3)) == [7]
+    assert step(selection.EarlyStopping(patience=1)) == [4]  # stopped at step 4 (epoch 2)
     stopped = selection.select(records, method, selection.EarlyStopping(2))
-    assert "stops after 2 evaluations" in stopped.describe()
+    assert "stops once 2 epochs pass" in stopped.describe()
     last = selection.select(records, selection.METHODS["last"], selection.EarlyStopping(2))
-    assert list(last.runs.step) == [5] and "stops after" not in last.describe()
+    assert list(last.runs.step) == [7] and "stops once" not in last.describe()
+
+
+def test_early_stopping_needs_the_patience_in_final_stage_epochs(tmp_path):
+    # a JTT-like run: stage 1 at epochs 1-3 (never selected), stage 2 from epoch 4; the best
+    # stage-2 score is epoch 4, so with patience 2 the run stops at epoch 6, before epoch 7's peak
+    vals = {1: 0.99, 2: 0.99, 3: 0.99, 4: 0.7, 5: 0.6, 6: 0.6, 7: 0.9}
+    write_run(tmp_path, [record(s, algorithm="JTT", val=(a, a), test=(0.1 * s, 0.0), epoch=s,
+                                stage=(1 if s <= 3 else 2, 2)) for s, a in vals.items()])
+    records = reader.read_runs([tmp_path]).records
+    chosen = selection.select(records, selection.METHODS["best_val_acc"], selection.EarlyStopping(2))
+    assert list(chosen.runs.step) == [4]
+
+
+def jtt_like_run(root: Path, trial_seed=0, done_stages=(1, 2)) -> None:
+    """Stage 1 (steps 1-3) has the best validation scores of every kind; stage 2 steps 4-6."""
+    curve = {1: (0.99, 0.98), 2: (0.97, 0.99), 3: (0.985, 0.985),
+             4: (0.70, 0.40), 5: (0.80, 0.60), 6: (0.75, 0.50)}
+    write_run(root, [record(s, algorithm="JTT", trial_seed=trial_seed, val=v,
+                            test=(0.1 * s, 0.05 * s), stage=(1 if s <= 3 else 2, 2))
+                     for s, v in curve.items() if (1 if s <= 3 else 2) in done_stages])
+
+
+@pytest.mark.parametrize("method", [*selection.METHODS, "early_stop_val_acc@0.75"])
+def test_selection_considers_only_final_stage_checkpoints(tmp_path, method):
+    jtt_like_run(tmp_path)
+    records = reader.read_runs([tmp_path]).records
+    chosen = selection.select(records, selection.parse_methods(method)[0]).runs
+    assert len(chosen) == 1 and chosen.stage.iloc[0] == 2 and chosen.step.iloc[0] >= 4
+    expected = {"best_val_acc": 5, "best_val_wga": 5, "training_domain_val": 5,
+                "best_val_mean_aa_wga": 5, "early_stop_val_acc@0.75": 5}
+    assert chosen.step.iloc[0] == expected.get(method, 6)  # last, oracle; RCL@95: none reach it
+
+
+def test_multistage_runs_without_final_stage_are_unfinished_and_tables_say_so(tmp_path):
+    jtt_like_run(tmp_path / "a", trial_seed=0)
+    jtt_like_run(tmp_path / "b", trial_seed=1, done_stages=(1,))  # done, yet stage 2 never ran
+    collection = reader.read_runs([tmp_path])
+    assert collection.records.trial_seed.unique().tolist() == [0]
+    assert "1 multi-stage run without a final-stage checkpoint" in collection.skipped.summary()
+    code, out, _ = run_cli(tmp_path, "--selection", "best_val_acc")
+    assert code == 0 and "Multi-stage methods (JTT): only checkpoints of their final stage" in out
+
+
+def test_records_without_stage_are_single_stage(tmp_path):
+    write_run(tmp_path, [record(s, val=(1 - 0.1 * s, 0.5)) for s in (1, 2)])
+    records = reader.read_runs([tmp_path]).records
+    assert records.stage.tolist() == [1, 1] and records.num_stages.tolist() == [1, 1]
+    assert list(selection.select(records, selection.METHODS["best_val_acc"]).runs.step) == [1]
+
+
+def rcl_runs(root: Path) -> None:
+    """Seed 0 reaches 95 % val acc at step 3; seed 1 never does (its last checkpoint counts)."""
+    curves = {0: [0.80, 0.90, 0.95, 0.97, 0.96], 1: [0.70, 0.90, 0.94, 0.93, 0.92]}
+    for t, curve in curves.items():
+        write_run(root, [record(s, algorithm="RCL", trial_seed=t, val=(acc, acc),
+                                test=(ood_of(s, 0, t), 0.05 * s))
+                         for s, acc in enumerate(curve, start=1)])
+
+
+def test_rcl_early_stop_takes_the_first_checkpoint_reaching_the_threshold(tmp_path):
+    rcl_runs(tmp_path)
+    records = reader.read_runs([tmp_path]).records
+
+    def chosen(name):
+        runs = selection.select(records, selection.parse_methods(name)[0]).runs
+        return sorted(zip(runs.trial_seed, runs.step, runs.fallback))
+
+    assert chosen("early_stop_val_acc") == [(0, 3, False), (1, 5, True)]
+    assert chosen("early_stop_val_acc@0.9") == [(0, 2, False), (1, 2, False)]
+    assert chosen("early_stop_val_acc@0.97") == [(0, 4, False), (1, 5, True)]
+    for bad in ("early_stop_val_acc@x", "early_stop_val_acc@1.5", "early_stop_val_acc@0"):
+        with pytest.raises(UserError, match="threshold must be a number in"):
+            selection.parse_methods(bad)
+
+
+def test_rcl_early_stop_markdown_matches_golden(tmp_path):
+    rcl_runs(tmp_path)
+    code, out, _ = run_cli(tmp_path, "--selection", "early_stop_val_acc,early_stop_val_acc@0.9",
+                           "--summary-metric", "wga")
+    assert code == 0
+    body = out[:out.index("Collected")]  # the footer names tmp_path
+    assert body == (GOLDEN / "collect_rcl_early_stop.md").read_text()
+
+
+def test_plan_gives_each_run_its_sweeps_selection(tmp_path):
+    """Run a in sweep s1 (best_val_acc), b in s1 and s2 (oracle), c in none (the default)."""
+    dirs = {k: write_run(tmp_path, [record(1, trial_seed=t, val=(0.5, 0.5))]).name
+            for k, t in (("a", 0), ("b", 1), ("c", 2))}
+    (tmp_path / ".sweeps").mkdir()
+    for name, methods, runs in (("s1", ["best_val_acc"], "ab"), ("s2", ["oracle"], "b")):
+        (tmp_path / ".sweeps" / f"{name}.json").write_text(json.dumps(
+            {"sweep": name, "selection": methods, "runs": [dirs[k] for k in runs]}))
+    (tmp_path / ".sweeps" / "torn.json").write_text("{")
+    collection = reader.read_runs([tmp_path])
+    assert "1 foreign file" in collection.skipped.summary()
+    plan = selection.plan(collection.records, None, "last")
+    assert [(m.name, sorted(recs.trial_seed)) for m, recs in plan] == [
+        ("best_val_acc", [0, 1]), ("oracle", [1]), ("last", [2])]
+    assert [(m.name, len(recs)) for m, recs in selection.plan(collection.records, "last,oracle",
+                                                              "best_val_wga")] == [
+        ("last", 3), ("oracle", 3)]
 
 
 def test_methods_needing_validation_are_not_applicable_without_it(tmp_path):

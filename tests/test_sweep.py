@@ -190,6 +190,57 @@ def test_cmnist_sweeps_sample_as_their_papers_did(stem, backbone, protocol):
     assert seen == {name: {(*how, *backbone)} for name, how in protocol.items()}
 
 
+SHIPPED_SELECTION = {  # each paper's own model selection (SPEC §1.2, §8.2, §4.9)
+    "dl_mnist_cifar": ["last"], "quickstart": ["last"], "rcl_mnist_mp": ["best_val_acc"],
+    "domainbed_cmnist": ["training_domain_val", "oracle"], "chroma_vae_cmnist": ["best_val_acc"],
+    "waterbirds": ["best_val_wga", "best_val_mean_aa_wga"], "spawrious": ["best_val_mean_aa_wga"],
+    "ex2l_cmnist": ["best_val_mean_aa_wga"], "ex2l_cmnist_cpu": ["best_val_mean_aa_wga"]}
+
+
+def test_every_shipped_sweep_file_names_its_papers_selection():
+    for name, expected in SHIPPED_SELECTION.items():
+        assert load_sweep(REPO / "sweeps" / f"{name}.yaml").selection == expected, name
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("best_val_acc", ["best_val_acc"]), ("[last, oracle]", ["last", "oracle"]),
+    ("early_stop_val_acc@0.9", ["early_stop_val_acc@0.9"]), ("last,oracle", ["last", "oracle"])])
+def test_selection_key_names_known_methods(tmp_path, value, expected):
+    path = write(tmp_path, f"selection: {value}\ndatasets: [toy]\nalgorithms: [ERM]\n")
+    assert load_sweep(path).selection == expected
+
+
+@pytest.mark.parametrize("value, message", [
+    ("best_val_accc", "selection: unknown selection method.*best_val_accc; known: last"),
+    ("{a: 1}", "selection must be a method name or a list"), ("[]", "selection must be")])
+def test_selection_key_rejects_unknown_methods(tmp_path, value, message):
+    path = write(tmp_path, f"selection: {value}\ndatasets: [toy]\nalgorithms: [ERM]\n")
+    with pytest.raises(UserError, match=message):
+        load_sweep(path)
+
+
+def test_collect_uses_each_sweeps_selection_for_its_own_runs(tmp_path, capsys):
+    """Two sweeps in one output root, naming different selections; no --selection."""
+    out = tmp_path / "out"
+    for name, selection, lr in (("a", "best_val_wga", 0.001), ("b", "[last, oracle]", 0.01)):
+        path = write(tmp_path, f"selection: {selection}\ndatasets: [toy]\nalgorithms: [ERM]\n"
+                               f"hparams: {{lr: {lr}}}\nsteps: 2\ncheckpoint_freq: 1\n", f"{name}.yaml")
+        assert cli("sweep", "launch", path, "--output-root", out, "--device", "cpu") == 0
+    assert json.loads((out / ".sweeps" / "a.json").read_text())["selection"] == ["best_val_wga"]
+    capsys.readouterr()
+    assert cli("collect", out, "--metric", "ood_acc") == 0
+    text = capsys.readouterr().out
+    headings = re.findall(r"^# Selection: (\S+)", text, re.M)
+    assert headings == ["best_val_wga", "last", "oracle"]
+    sections = text.split("# Selection: ")[1:]
+    assert all(sec.count("| ERM") == 1 for sec in sections)  # each over its own sweep's run
+    assert "Selection: each sweep file's own" in text
+    assert cli("collect", out, "--selection", "last", "--metric", "ood_acc") == 0
+    text = capsys.readouterr().out
+    assert re.findall(r"^# Selection: (\S+)", text, re.M) == ["last"]
+    assert text.split("# Selection: ")[1].count("| ERM") == 2  # both sweeps' runs
+
+
 # -- job identity ----------------------------------------------------------------------------
 def test_job_dirs_are_stable_and_independent_of_paths(tmp_path):
     path = toy_sweep(tmp_path)

@@ -64,6 +64,11 @@ class Algorithm(nn.Module):
     packable: ClassVar[bool] = False
     HPARAMS: ClassVar[dict[str, HParam]] = COMMON_HPARAMS
     name: ClassVar[str]
+    #: multi-stage methods (SPEC §8.1): how many stages, and the one the model is in now (a class
+    #: attribute, so subclasses may make it a plain attribute or a property); a record's
+    #: checkpoint counts for model selection only in the final stage, the model the method reports
+    num_stages: ClassVar[int] = 1
+    stage: int = 1
 
     def __init__(self, task: TaskInfo, hparams: dict[str, Any]):
         super().__init__()

@@ -14,7 +14,9 @@ means) over the training split in eval mode and fits a classifier on (μ₂, y):
   xtilde an image classifier (the ``arch`` backbone) trained on x̃₂ = D([ε₁, μ₂]), ε₁ ~ N(0, I)
          drawn afresh every batch; it predicts on D([0, μ₂(x)]), the prior mean for z₁, so that
          predictions depend on μ₂ alone and are deterministic (our choice: the paper is silent).
-From then on ``predict`` uses only μ₂(x).  The hook also logs C's accuracy on every split and,
+From then on ``predict`` uses only μ₂(x): the final record is stage 2 and evaluates the
+z2-classifier, the only checkpoint model selection may pick (SPEC §8.1; the paper's z1-classifier
+is "not used for prediction").  The hook also logs C's accuracy on every split and,
 for 2-channel (CMNIST) images, the mean latent shift under a colour flip (channel swap) in the
 z₁ and z₂ blocks, and writes a PNG of partial reconstructions x̃₁ = D([μ₁, ε₂]), x̃₂ = D([ε₁, μ₂]).
 """
@@ -90,6 +92,7 @@ class KNNClassifier(nn.Module):
 
 @register_algorithm("ChromaVAE")
 class ChromaVAE(Algorithm):
+    num_stages = 2
     HPARAMS = {
         "lr": HParam(1e-3, log_uniform(-4.5, -2.5), positive, "Adam lr of both stages (§7.23)"),
         "batch_size": HParam(128, None, positive),

@@ -10,22 +10,33 @@ At the start of epoch T the epoch hook
 3. switches the trainer to weighted sampling with replacement, w_i = 1 + λ_up for i in E
    (``official_1_plus``: D ∪ λ_up copies of E) or λ_up (``spuco``: λ_up copies), 1 otherwise.
    Drawing with these weights gives every example the share of draws its copies have in the
-   upsampled set; an "epoch" stays len(train) / batch_size steps.
+   upsampled set;
+4. starts stage 2 with the official schedule (SPEC §8.2, official ``run_expt.py``: the final
+   model trains ``n_epochs`` over ``ConcatDataset([D, E × λ_up])``, no drop_last): an epoch is
+   ⌈Σ_i w_i / batch_size⌉ steps (⌈(|D| + λ_up·|E|)/B⌉ officially), logged as
+   ``jtt_stage2_steps_per_epoch`` with the stage's length ``jtt_stage2_steps``.
 
-T = max(1, round(jtt_T_fraction · the run's epochs)); the default 0.2 is Waterbirds' T = 60 of
-300 epochs, the search is SPEC's {0.05, 0.1, 0.2, 0.4}.  E is checkpointed (``extra_state``) and
-the trainer checkpoints the sampling weights, so a resumed run lands in the right stage.
+Length (the official run = T identification epochs + n_epochs final epochs): the run's
+``--epochs E`` is the final model's n_epochs, so JTT trains T + E epochs, T at len(train) /
+batch_size steps and E at the upsampled length; with ``--steps S`` stage 2 trains S steps after
+the T epochs.  T = max(1, round(jtt_T_fraction · E)) (E = S / steps_per_epoch with --steps); the
+default 0.2 is Waterbirds' T = 60 for 300 epochs, the search is SPEC's {0.05, 0.1, 0.2, 0.4}.
+Until E is known (epoch T), the trainer plans stage 2 at the stage-1 epoch length.
+E is checkpointed (``extra_state``) and the trainer checkpoints the sampling weights and the
+schedule, so a resumed run lands in the right stage.  Records name their ``stage`` (1 before the
+switch, 2 after); model selection sees only stage 2, the model JTT reports (SPEC §8.1).
 Group labels are never used for training; where the dataset has them, the record after the
 switch logs |E| and E's precision / recall against the minority groups.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..errors import UserError
 from ..hparams import HParam, choice, one_of, positive
 from . import register_algorithm
 from .base import TaskInfo
@@ -76,26 +87,38 @@ class JTT(ERM):
                                  "error examples drawn 1 + λ_up (official) or λ_up (spuco) times"),
     }
 
+    num_stages = 2
+
     def __init__(self, task: TaskInfo, hparams):
         super().__init__(task, hparams)
         self.stage1_epochs = stage1_epochs(task, hparams["jtt_T_fraction"])
-        if self.stage1_epochs * task.steps_per_epoch >= task.total_steps:
-            raise UserError(f"JTT: stage 2 would start at epoch {self.stage1_epochs}, but the run "
-                            f"has {task.total_steps / task.steps_per_epoch:.2f} epochs; train "
-                            f"longer or lower jtt_T_fraction")
         self.initial_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
         self.error_set: Tensor | None = None  # training indices; set once stage 2 has begun
 
+    @property
+    def stage(self) -> int:
+        return 1 if self.error_set is None else 2
+
     def on_epoch(self, ctx) -> None:
+        if ctx.step == 0:  # T epochs, then the final model planned at this epoch length
+            ctx.start_stage(ctx.sampler.steps_per_epoch,
+                            self.stage1_epochs + self.task.total_steps / self.task.steps_per_epoch)
         if ctx.final or self.error_set is not None or ctx.epoch < self.stage1_epochs:
             return
         train = ctx.dataset.splits["train"]
         wrong = ctx.predict(self, "train") != train.y.to(ctx.device)
         self.error_set = wrong.nonzero().flatten().cpu()
-        self.restart()
         hp = self.hparams
-        ctx.set_sample_weights(upsampling_weights(len(train), self.error_set, hp["jtt_lambda_up"],
-                                                  hp["jtt_count_mode"]))
+        weights = upsampling_weights(len(train), self.error_set, hp["jtt_lambda_up"],
+                                     hp["jtt_count_mode"])
+        ctx.set_sample_weights(weights)
+        # the upsampled set's size is Σ w_i (the weights are copy counts)
+        per_epoch = math.ceil(float(weights.sum()) / sum(ctx.sampler.batch_sizes()))
+        steps = ctx.start_stage(per_epoch)
+        # lr milestones (in epochs) count stage-2 epochs
+        self.task = dataclasses.replace(self.task, steps_per_epoch=per_epoch, total_steps=steps)
+        self.restart()
+        ctx.extra.update({"jtt_stage2_steps_per_epoch": per_epoch, "jtt_stage2_steps": steps})
         minority = minority_groups(ctx.dataset.train_group_counts(), ctx.dataset.num_attributes)
         ctx.extra.update(error_set_stats(wrong, train.g.to(ctx.device), minority))
         ctx.extra["jtt_stage2_epoch"] = ctx.epoch

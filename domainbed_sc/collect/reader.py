@@ -1,12 +1,15 @@
 """Load every run under some directories into a DataFrame, one row per checkpoint record.
 
-Only finished runs count (their ``done`` file exists).  Nothing found in the tree makes the reader
+Only finished runs count: their ``done`` file exists and, for multi-stage methods, a checkpoint
+of the final stage does (SPEC §8.1).  Nothing found in the tree makes the reader
 fail: runs without ``done``, empty or unreadable results files, torn or corrupt lines, JSON lines
 that are not records, other ``*.jsonl`` files and second copies of a run are counted in
 ``Skipped`` and reported under the tables.
 
 Columns: run identity (``run``, ``name``, ``run_id``, ``dataset``, ``algorithm``, seeds,
-``epochs``, ``steps``, ``checkpoint_freq``), ``step``, the grid ``cell`` (a hash of dataset,
+``epochs``, ``steps``, ``checkpoint_freq``), ``sweep_selection`` (the comma-separated selection
+methods the run's sweep files name, from ``.sweeps/*.json`` beside the run; "" for none), ``step``, ``epoch``, ``stage`` and
+``num_stages`` (1 and 1 for records written before records named their stage), the grid ``cell`` (a hash of dataset,
 resolved dataset args, algorithm, fixed hparam overrides and those three), ``arg:<k>`` for
 each resolved dataset argument and ``hp:<k>`` for each hparam override, and per split role
 (``val``, ``oracle``, ``id``, ``ood``) the split name ``<role>_split`` and ``<role>_<field>``
@@ -26,7 +29,7 @@ import pandas as pd
 
 from ..cache import stable_hash
 from ..errors import UserError
-from ..training.records import DONE, RESULTS, RunArgs
+from ..training.records import DONE, RESULTS, SWEEPS, RunArgs
 
 ROLES = ("val", "oracle", "id", "ood")
 FIELDS = ("acc", "wga", "acc_gmean", "acc_adj")
@@ -40,6 +43,7 @@ class Skipped:
     """What the reader left out, by kind; names are run directory names or file paths."""
 
     not_done: list[str] = field(default_factory=list)
+    no_final_stage: list[str] = field(default_factory=list)  # done, yet no final-stage checkpoint
     unreadable: list[str] = field(default_factory=list)  # finished, but no record could be read
     duplicates: list[str] = field(default_factory=list)  # same arguments as a run already read
     foreign_files: list[str] = field(default_factory=list)  # *.jsonl files not named results.jsonl
@@ -49,6 +53,7 @@ class Skipped:
     def summary(self) -> str:
         """One line, e.g. "skipped: 2 runs without done (a, b); 1 corrupt line (in c)"."""
         parts = [_count(self.not_done, "run", "without done"),
+                 _count(self.no_final_stage, "multi-stage run", "without a final-stage checkpoint"),
                  _count(self.unreadable, "finished run", "with no readable record"),
                  _count(self.duplicates, "duplicate run", "(same arguments)"),
                  _count(self.foreign_files, "foreign file", "")]
@@ -78,6 +83,7 @@ def read_runs(dirs: list[str | Path]) -> Collection:
     skipped = Skipped()
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
+    manifests: dict[Path, dict[str, list[str]]] = {}  # per output root: run dir → selection
     for path in find_jsonl(dirs):
         if path.name != RESULTS:
             skipped.foreign_files.append(str(path))
@@ -89,15 +95,37 @@ def read_runs(dirs: list[str | Path]) -> Collection:
         run_rows = read_run(path, skipped)
         if not run_rows:
             skipped.unreadable.append(run_dir.name)
+        elif not any(r["stage"] == r["num_stages"] for r in run_rows):
+            skipped.no_final_stage.append(run_dir.name)
         elif run_rows[0]["run_id"] in seen:
             skipped.duplicates.append(str(run_dir))
         else:
             seen.add(run_rows[0]["run_id"])
-            rows.extend(run_rows)
+            if run_dir.parent not in manifests:
+                manifests[run_dir.parent] = sweep_selections(run_dir.parent, skipped)
+            named = ",".join(manifests[run_dir.parent].get(run_dir.name, []))
+            rows.extend({**r, "sweep_selection": named} for r in run_rows)
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame = frame.sort_values(["run", "step"], kind="stable").reset_index(drop=True)
     return Collection(frame, skipped)
+
+
+def sweep_selections(root: Path, skipped: Skipped) -> dict[str, list[str]]:
+    """Run dir name → the selection methods named by the sweeps that launched it in ``root``
+    (in file order; a run in two sweeps gets both).  Unreadable manifests count as foreign."""
+    named: dict[str, list[str]] = {}
+    for path in sorted((root / SWEEPS).glob("*.json")):
+        try:
+            manifest = json.loads(path.read_text())
+            runs, selection = list(manifest["runs"]), [str(s) for s in manifest["selection"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            skipped.foreign_files.append(str(path))
+            continue
+        for name in map(str, runs):
+            methods = named.setdefault(name, [])
+            methods += [s for s in selection if s not in methods]
+    return named
 
 
 def find_jsonl(dirs: list[str | Path]) -> list[Path]:
@@ -156,6 +184,7 @@ def record_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "data_seed": args.data_seed, **length,
         "cell": stable_hash([args.dataset, data_args, args.algorithm, args.hparams, length]),
         "step": int(rec["step"]), "epoch": _number(rec.get("epoch")),
+        "stage": int(rec.get("stage", 1)), "num_stages": int(rec.get("num_stages", 1)),
         "wall_time": _number(rec.get("wall_time")),
         "num_classes": int(ds["num_classes"]), "num_attributes": int(ds["num_attributes"]),
         "hparams": dict(rec.get("hparams") or {}),

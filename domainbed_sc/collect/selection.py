@@ -1,11 +1,13 @@
 """Model selection (SPEC §1.2): which checkpoint of each run, and which hyperparameter draw.
 
 Two stages, as in DomainBed.  A method scores every checkpoint record of a run and keeps the
-best one (the earliest on ties).  Then, per grid cell (dataset, dataset args, algorithm, fixed
-hparam overrides, training length), it averages the kept checkpoints' hparams score over the
-trial seeds of each hparams draw and keeps the best draw (the lowest hparams_seed on ties), so
-every trial seed of a cell reports the same hyperparameters.  A method whose score a dataset
-cannot give (no validation split, no group labels on it) is "not applicable" there.
+best one (the earliest on ties); only checkpoints of a method's final stage are candidates
+(SPEC §8.1: JTT's stage-2 model, Chroma-VAE's z2-classifier, the models their papers report).
+Then, per grid cell (dataset, dataset args, algorithm, fixed hparam overrides, training
+length), it averages the kept checkpoints' hparams score over the trial seeds of each hparams
+draw and keeps the best draw (the lowest hparams_seed on ties), so every trial seed of a cell
+reports the same hyperparameters.  A method whose score a dataset cannot give (no validation
+split, no group labels on it) is "not applicable" there.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from ..errors import UserError
@@ -39,42 +42,71 @@ class Method:
     hparams_doc: str
     needs: str  # what a dataset must have, for the not-applicable message
     stops_early: bool = True  # False where the checkpoint is the last one anyway
+    # per kept checkpoint: True where the method fell back to its second choice, and the note
+    fell_back: Callable[[pd.DataFrame], pd.Series] | None = None
+    fallback_doc: str = ""
 
     def describe(self) -> str:
         return (f"Checkpoint: {self.checkpoint_doc}. Hyperparameters: per grid cell, the draw with "
                 f"the best {self.hparams_doc}, averaged over trial seeds (same draw for all seeds).")
 
 
+def first_reaching(threshold: float) -> Score:
+    """RCL's early stopping (SPEC §1.2, §4.8): the first checkpoint whose val acc reaches
+    ``threshold``.  The paper stops training there and says no more, so a run that never gets
+    there trains to its end and reports its last checkpoint (our reading); tables count those."""
+
+    def score(df: pd.DataFrame) -> pd.Series:
+        acc, step = df["val_acc"].astype(float), df["step"].astype(float)
+        # reached: -step (the earliest is the maximum), else step - 1e15 (the last, below any)
+        return pd.Series(np.where(acc >= threshold, -step, step - 1e15), df.index).where(acc.notna())
+
+    return score
+
+
+def early_stop_at(threshold: float) -> Method:
+    pct = f"{threshold * 100:g} %"
+    return Method(
+        "early_stop_val_acc" + ("" if threshold == 0.95 else f"@{threshold:g}"),
+        f"early stopping at val acc ≥ {pct} (RCL)", first_reaching(threshold), column("val_acc"),
+        f"the first whose validation accuracy reaches {pct}, else the last",
+        "validation accuracy", _VAL, stops_early=False,
+        fell_back=lambda df: df["val_acc"].astype(float) < threshold,
+        fallback_doc=f"never reached val acc ≥ {pct} report their last checkpoint")
+
+
 @dataclass(frozen=True)
 class EarlyStopping:
-    """Early stopping replayed on the records (eX2L, SPEC §1.1, §7.2): a run is cut after
-    ``patience`` evaluations in a row without a gain above ``min_delta`` in the checkpoint score,
-    and its best checkpoint is chosen among those it evaluated."""
+    """Early stopping replayed on the records (eX2L, SPEC §8.9, §7.2): a run is cut once
+    ``patience`` epochs (the records' ``epoch``, whatever the evaluation frequency) pass without
+    a gain above ``min_delta`` in the checkpoint score, and its best checkpoint is chosen among
+    those it evaluated."""
 
-    patience: int
+    patience: float
     min_delta: float = 1e-4
 
-    def stop_index(self, values) -> int:
-        best, waited = -math.inf, 0
-        for i, v in enumerate(values):
+    def stop_index(self, values, epochs) -> int:
+        best, since = -math.inf, None
+        for i, (v, epoch) in enumerate(zip(values, epochs)):
             if v > best + self.min_delta:  # NaN never improves
-                best, waited = v, 0
-            else:
-                waited += 1
-            if waited >= self.patience:
+                best, since = v, epoch
+            elif since is None:  # no score yet: count from the first evaluation
+                since = epoch
+            if epoch - since >= self.patience:
                 return i
         return len(values) - 1
 
-    def evaluated(self, score: pd.Series, runs: pd.Series) -> pd.Series:
+    def evaluated(self, score: pd.Series, records: pd.DataFrame) -> pd.Series:
         """True for the checkpoints each run evaluated before stopping (records in step order)."""
         keep = pd.Series(True, index=score.index)
-        for _, run_score in score.groupby(runs, sort=False):
-            keep[run_score.index[self.stop_index(run_score.to_numpy()) + 1:]] = False
+        for _, run_score in score.groupby(records["run"], sort=False):
+            epochs = records.loc[run_score.index, "epoch"].to_numpy()
+            keep[run_score.index[self.stop_index(run_score.to_numpy(), epochs) + 1:]] = False
         return keep
 
     def describe(self) -> str:
-        return (f"Early stopping replayed: a run stops after {self.patience} evaluations without a "
-                f"gain above {self.min_delta:g} in the checkpoint score.")
+        return (f"Early stopping replayed: a run stops once {self.patience:g} epochs pass without "
+                f"a gain above {self.min_delta:g} in the checkpoint score.")
 
 
 _VAL = "a validation split"
@@ -98,7 +130,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "the last of each run (as DomainBed's oracle)",
            "accuracy on the oracle split (the test/OOD split where the dataset has none)",
            "an oracle or test split", stops_early=False),
+    early_stop_at(0.95),
 )}
+#: methods with a threshold: ``name@value`` (e.g. early_stop_val_acc@0.9)
+PARAMETRIC: dict[str, Callable[[float], Method]] = {"early_stop_val_acc": early_stop_at}
 
 
 T = TypeVar("T")
@@ -115,7 +150,35 @@ def parse_names(text: str, known: dict[str, T], kind: str) -> list[T]:
 
 
 def parse_methods(text: str) -> list[Method]:
-    return parse_names(text, METHODS, "selection method")
+    known = dict(METHODS)
+    for name in (n.strip() for n in text.split(",")):
+        base, sep, value = name.partition("@")
+        if sep and base in PARAMETRIC:
+            known[name] = PARAMETRIC[base](parse_threshold(value, name))
+    return parse_names(text, known, "selection method")
+
+
+def plan(records: pd.DataFrame, text: str | None, default: str) -> list[tuple[Method, pd.DataFrame]]:
+    """(method, the records it selects among).  With ``text`` (--selection): every method over
+    every run.  Without it, each run gets the methods its sweep file names (``default`` where
+    none names any), and each method is shown over the runs that get it: runs of sweeps that name
+    different selections are each shown under their own (SPEC §1.2: each paper its own)."""
+    if text is not None:
+        return [(m, records) for m in parse_methods(text)]
+    wanted = records["sweep_selection"].where(records["sweep_selection"] != "", default).str.split(",")
+    order = dict.fromkeys(name for names in wanted for name in names)
+    return [(m, records[wanted.map(lambda names, n=name: n in names)])
+            for name in order for m in parse_methods(name)]
+
+
+def parse_threshold(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise UserError(f"selection {name}: the threshold must be a number in (0, 1], got {text!r}")
+    return value
 
 
 @dataclass
@@ -137,16 +200,23 @@ class Selected:
         return self.method.describe() + (" " + self.stopping.describe() if stops else "")
 
 
+def final_stage(records: pd.DataFrame) -> pd.DataFrame:
+    """The checkpoints of each run's final stage, the model its method reports (SPEC §8.1)."""
+    return records[records["stage"] == records["num_stages"]]
+
+
 def best_checkpoints(records: pd.DataFrame, method: Method,
                      stopping: EarlyStopping | None = None) -> pd.DataFrame:
-    """One record per run: the one maximising the method's checkpoint score (NaN: none)."""
+    """One final-stage record per run: the one maximising the method's checkpoint score (NaN:
+    none); ``fallback`` marks those where the method fell back to its second choice."""
+    records = final_stage(records)
     score = method.checkpoint(records)
     valid = score.notna()
     if stopping is not None and method.stops_early:
-        valid &= stopping.evaluated(score, records["run"])
+        valid &= stopping.evaluated(score, records)
     # records are sorted by (run, step), so idxmax's first maximum is the earliest checkpoint
-    best = score[valid].groupby(records.loc[valid, "run"]).idxmax()
-    return records.loc[best.to_numpy()]
+    best = records.loc[score[valid].groupby(records.loc[valid, "run"]).idxmax().to_numpy()]
+    return best.assign(fallback=method.fell_back(best) if method.fell_back else False)
 
 
 def select(records: pd.DataFrame, method: Method,

@@ -16,7 +16,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .reader import LENGTH
-from .selection import Selected, parse_names
+from .selection import Method, Selected, parse_names
 from .stats import summarize
 
 #: SPEC §1.1: a run is dead when its ID accuracy (at the selected checkpoint) is below 20 %
@@ -61,21 +61,24 @@ def parse_metrics(text: str) -> list[Metric]:
 def identity(row: pd.Series) -> dict[str, Any]:
     """The columns that name a grid cell (and the splits, for the definitions)."""
     keys = [k for k in row.index if k.startswith(("arg:", "hp:"))]
-    names = ["dataset", "algorithm", "cell", *LENGTH, "val_split", "id_split", "ood_split", *keys]
+    names = ["dataset", "algorithm", "cell", *LENGTH, "val_split", "id_split", "ood_split",
+             "num_stages", *keys]
     return {k: row[k] for k in names}
 
 
 def aggregate(selected: Selected, metrics: list[Metric], exclude_dead: bool) -> pd.DataFrame:
     """One row per grid cell: its identity, the chosen draw, n, dead, and per metric
-    ``<key>_mean``, ``_std``, ``_ci95`` (half-width), ``_n`` in percent; ``note`` for cells the
-    method does not apply to."""
+    ``<key>_mean``, ``_std``, ``_ci95`` (half-width), ``_n`` in percent; ``fallback``: the runs
+    whose checkpoint is the method's second choice; ``note`` for cells the method does not apply
+    to."""
     rows = []
     for _, runs in selected.runs.groupby("cell", sort=False):
         dead = runs["id_acc"] < DEAD_ACC  # NaN (no ID split) is never dead
         kept = runs[~dead] if exclude_dead else runs
         row = {**identity(runs.iloc[0]), "hparams_seed": runs["hparams_seed"].iloc[0],
                "draws": runs["draws"].iloc[0], "n": len(kept),
-               "dead": int(dead.sum()) if runs["id_acc"].notna().any() else math.nan, "note": ""}
+               "dead": int(dead.sum()) if runs["id_acc"].notna().any() else math.nan,
+               "fallback": int(runs["fallback"].sum()), "note": ""}
         for m in metrics:
             s = summarize(kept[m.column] * 100)
             row.update({f"{m.key}_mean": s.mean, f"{m.key}_std": s.std,
@@ -84,7 +87,7 @@ def aggregate(selected: Selected, metrics: list[Metric], exclude_dead: bool) -> 
     for na in selected.not_applicable:
         rows.append({**identity(na.cell), "note": f"not applicable: {na.reason}"})
     table = pd.DataFrame(rows)
-    for col in ["hparams_seed", "draws", "n", "dead", *stat_columns(metrics)]:
+    for col in ["hparams_seed", "draws", "n", "dead", "fallback", *stat_columns(metrics)]:
         if col not in table:  # every cell not applicable
             table[col] = math.nan
     order = sorted(range(len(table)), key=lambda i: sort_key(table.iloc[i]))
@@ -271,6 +274,7 @@ def render(sections: list[Section], fmt: Format, metrics: list[Metric],
             continue
         for dataset, agg in sec.agg.groupby("dataset", sort=False):
             blocks += dataset_blocks(str(dataset), agg, fmt, metrics, ci, exclude_dead)
+            blocks += remarks(agg, method, fmt)
         for metric in summary_metrics:
             table = summary_table(sec.agg, metric, ci)
             if table is not None and len(table.headers) > 2:  # one column repeats the table above
@@ -292,6 +296,21 @@ def dataset_blocks(dataset: str, agg: pd.DataFrame, fmt: Format, metrics: list[M
     if notes:
         docs.append("n/a rows: " + "; ".join(notes) + ".")
     return blocks + [fmt.table(table), fmt.text(" ".join(filter(None, docs)))]
+
+
+def remarks(agg: pd.DataFrame, method: Method, fmt: Format) -> list[str]:
+    """Lines under a dataset's table: which checkpoints multi-stage methods were selected from,
+    and the runs where the method fell back to its second choice."""
+    lines = []
+    multi = sorted(set(agg.loc[agg["num_stages"].fillna(1) > 1, "algorithm"]))
+    if multi:
+        lines.append(f"Multi-stage methods ({', '.join(multi)}): only checkpoints of their final "
+                     f"stage, the model the method reports, were candidates (SPEC §8.1).")
+    fell = agg[agg["fallback"].fillna(0) > 0]
+    if not fell.empty:
+        counts = ", ".join(f"{r['algorithm']}: {int(r['fallback'])}" for _, r in fell.iterrows())
+        lines.append(f"Runs that {method.fallback_doc} ({counts}).")
+    return [fmt.text(" ".join(lines))] if lines else []
 
 
 def render_csv(sections: list[Section], metrics: list[Metric]) -> str:

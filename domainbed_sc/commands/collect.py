@@ -15,7 +15,8 @@ def cmd_collect(a: argparse.Namespace) -> None:
     from ..collect import plots, reader, selection, tables
     from ..errors import UserError
 
-    methods = selection.parse_methods(a.selection)
+    if a.selection is not None:
+        selection.parse_methods(a.selection)  # a typo fails before the runs are read
     metrics = tables.parse_metrics(a.metric)
     summary_metrics = tables.parse_metrics(a.summary_metric)
     kinds = tuple(k.strip() for k in a.plot_kinds.split(",") if k.strip())
@@ -31,11 +32,14 @@ def cmd_collect(a: argparse.Namespace) -> None:
         raise UserError(f"no finished run under {', '.join(a.dirs)} ({collection.skipped.summary()})")
     wanted = list(dict.fromkeys(metrics + summary_metrics))
     sections = []
-    for method in methods:
-        selected = selection.select(records, method, stopping)
+    for method, subset in selection.plan(records, a.selection, DEFAULT_SELECTION):
+        selected = selection.select(subset, method, stopping)
         sections.append(tables.Section(selected, tables.aggregate(selected, wanted, a.exclude_dead)))
     footer = (f"Collected {records['run'].nunique()} finished runs ({len(records)} checkpoint "
               f"records) from {', '.join(a.dirs)}. {collection.skipped.summary()}.")
+    if a.selection is None and (records["sweep_selection"] != "").any():
+        footer += (f" Selection: each sweep file's own (its `selection:`), for runs of no such "
+                   f"sweep {DEFAULT_SELECTION}.")
     if a.format == "csv":
         text = tables.render_csv(sections, metrics)
         print(footer, file=sys.stderr)
@@ -58,9 +62,13 @@ def add_parser(sub) -> None:
                        description="Read every results.jsonl under DIRs (finished runs only), "
                                    "select checkpoints and hyperparameters, print tables.")
     p.add_argument("dirs", nargs="+", metavar="DIR")
-    p.add_argument("--selection", default=DEFAULT_SELECTION,
-                   help=f"comma-separated methods (default {DEFAULT_SELECTION}); also best_val_acc, "
-                        "best_val_wga, best_val_mean_aa_wga")
+    p.add_argument("--selection",
+                   help=f"comma-separated methods, applied to every run (default: the methods each "
+                        f"run's sweep file names in `selection:`, else {DEFAULT_SELECTION}, each "
+                        f"shown over the runs that name it); also best_val_acc, "
+                        "best_val_wga, best_val_mean_aa_wga, early_stop_val_acc (RCL: the first "
+                        "checkpoint with val acc >= 95%%; early_stop_val_acc@0.9 for another "
+                        "threshold)")
     p.add_argument("--metric", default=DEFAULT_METRICS,
                    help=f"table columns (default {DEFAULT_METRICS}); also acc_gmean, id_wga, "
                         "val_acc, val_wga")
@@ -76,8 +84,8 @@ def add_parser(sub) -> None:
                    help="sweep (metric vs swept N / λ ...), groups (per-group accuracy heatmaps)")
     p.add_argument("--patience", type=int, metavar="P",
                    help="replay early stopping where a method picks the best checkpoint (not "
-                        "last / oracle): a run stops after P evaluations without improvement "
-                        "(eX2L: 10)")
+                        "last / oracle): a run stops once P epochs pass without improvement, "
+                        "however often it was evaluated (eX2L: 10)")
     p.add_argument("--min-delta", type=float, default=1e-4,
                    help="the smallest gain that counts as improvement (default 1e-4, SPEC §7.2)")
     p.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")

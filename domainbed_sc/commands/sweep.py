@@ -46,7 +46,7 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
     from ..datasets.sources import resolve_data_dir
     from ..errors import UserError
     from ..sweep import JobEnv, sweep_jobs
-    from ..sweep.jobs import Outcome
+    from ..sweep.jobs import Outcome, write_manifest
     from ..sweep.launchers import launch_jobs
     from ..training.trainer import resolve_device
 
@@ -55,6 +55,8 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
     root = jobs[0].dir.parent
     print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}", flush=True)
     launcher = make_launcher(a, sweep, root)
+    if not (a.dry_run or a.launcher == "dry"):
+        write_manifest(sweep.name, sweep.selection, jobs)
     result = launch_jobs(jobs, launcher, JobEnv(resolve_data_dir(a.data_dir), a.device), failed_only)
     failed = sum(r is Outcome.FAILED for r in result)
     if failed:

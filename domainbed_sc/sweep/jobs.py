@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..cache import atomic_write_bytes
-from ..training.records import DONE, RunArgs
+from ..training.records import DONE, SWEEPS, RunArgs
 from ..training.trainer import RunOptions, train
 
 STATE_FILE = "job.json"
@@ -62,6 +62,16 @@ class JobEnv:
 
     def options(self, job: Job) -> RunOptions:
         return RunOptions(job.dir, self.data_dir, self.device, progress=False)
+
+
+def write_manifest(name: str, selection: list[str], jobs: list[Job]) -> None:
+    """``<root>/.sweeps/<name>.json``: the sweep's selection methods and its job dirs, so that
+    ``collect`` applies each sweep's own selection to its own runs, whatever else the root holds."""
+    root = jobs[0].dir.parent
+    (root / SWEEPS).mkdir(parents=True, exist_ok=True)
+    blob = json.dumps({"sweep": name, "selection": selection, "runs": [j.name for j in jobs]},
+                      indent=1).encode()
+    atomic_write_bytes(root / SWEEPS / f"{name}.json", lambda f: f.write(blob))
 
 
 # -- job.json --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 Layout (every key optional except ``datasets`` and ``algorithms``; an unknown key is an error)::
 
+    selection: best_val_acc         # the paper's model selection (a name or a list; see collect)
     datasets:                       # a name, or a mapping with name / dataset_args / grid / hparams
       - name: mnist_cifar
         dataset_args: {mask_threshold: 0.5}
@@ -130,6 +131,7 @@ class Sweep:
     epochs: float | None = None
     checkpoint_freq: int | None = None
     resources: Resources = field(default_factory=Resources)
+    selection: list[str] = field(default_factory=list)  # collect's methods for these runs
 
     def seed_pairs(self) -> list[tuple[int, int]]:
         if self.data_seeds == "trial":
@@ -160,7 +162,7 @@ def grid_points(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
 
 # -- parsing ---------------------------------------------------------------------------------
 TOP_KEYS = {"datasets", "algorithms", "hparams", "grid", "n_hparams", "trial_seeds", "data_seeds",
-            "steps", "epochs", "checkpoint_freq", "resources"}
+            "steps", "epochs", "checkpoint_freq", "resources", "selection"}
 DATASET_KEYS = {"name", "dataset_args", "grid", "hparams"}
 ALGORITHM_KEYS = {"name", "hparams", "grid", "n_hparams"}
 
@@ -203,7 +205,23 @@ def parse_sweep(raw: Any, name: str) -> Sweep:
         epochs=_optional(raw, "epochs", _positive_number),
         checkpoint_freq=_optional(raw, "checkpoint_freq", _positive_int),
         resources=Resources.parse(raw.get("resources"), "resources"),
+        selection=_selection(raw.get("selection")),
     )
+
+
+def _selection(raw: Any) -> list[str]:
+    """Selection method names (a comma-separated string or a list), each one collect knows."""
+    if raw is None:
+        return []
+    names = raw if isinstance(raw, list) else [raw]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise UserError(f"selection must be a method name or a list of them, got {raw!r}")
+    from ..collect.selection import parse_methods  # pandas: only for files that name one
+
+    try:
+        return [m.name for m in parse_methods(",".join(names))]
+    except UserError as exc:
+        raise UserError(f"selection: {exc}") from None
 
 
 def _entry(raw: Any, keys: set[str], where: str) -> dict[str, Any]:

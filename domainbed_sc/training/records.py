@@ -18,6 +18,9 @@ from ..cache import atomic_write_bytes, stable_hash
 RESULTS = "results.jsonl"
 CHECKPOINT = "checkpoint.pt"
 DONE = "done"
+#: ``<output root>/.sweeps/<sweep>.json``: a sweep's ``selection`` and the job dirs it launched
+#: there (written by ``sweep launch``, read by ``collect``)
+SWEEPS = ".sweeps"
 
 
 @dataclass
@@ -64,6 +67,10 @@ class Record:
     wall_time: float
     device: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # multi-stage methods (SPEC §8.1): the stage this checkpoint evaluates, of how many; only
+    # final-stage checkpoints (stage == num_stages) are candidates for model selection
+    stage: int = 1
+    num_stages: int = 1
 
 
 def append_record(path: Path, record: Record) -> None:

@@ -8,6 +8,7 @@ run would draw.  ``done`` is written last.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,24 @@ class RunOptions:
 
 
 @dataclass
+class Schedule:
+    """How long epochs are and when the run ends.  A stage switch may change both (JTT's
+    upsampled stage 2, SPEC §8.2): from ``origin_step`` on, an epoch is ``steps_per_epoch`` steps
+    and the first one is epoch ``origin_epoch``."""
+
+    steps_per_epoch: int
+    total: int
+    origin_step: int = 0
+    origin_epoch: int = 0
+
+    def epoch(self, step: int) -> float:
+        return self.origin_epoch + (step - self.origin_step) / self.steps_per_epoch
+
+    def epoch_starts(self, step: int) -> bool:
+        return (step - self.origin_step) % self.steps_per_epoch == 0
+
+
+@dataclass
 class EpochContext:
     """What ``Algorithm.on_epoch`` may use: the data, the sampler, and whole-split prediction."""
 
@@ -58,6 +77,8 @@ class EpochContext:
     eval_batch_size: int
     out_dir: Path
     extra: dict[str, Any] = field(default_factory=dict)  # logged in the next record
+    args: RunArgs | None = None  # the run's length, for ``start_stage`` (the trainer sets it)
+    schedule: Schedule | None = None  # set by ``start_stage``; the run takes it after the hook
 
     def predict(self, algorithm: Algorithm, split: str = "train") -> Tensor:
         return predict_split(algorithm, self.dataset.splits[split], self.eval_batch_size, self.device)
@@ -66,6 +87,15 @@ class EpochContext:
         """From now on draw training examples with replacement, P(i) ∝ weights[i] (JTT's stage
         2).  The run takes ``self.sampler`` back after the hook and checkpoints its weights."""
         self.sampler = WeightedSampler.like(self.sampler, weights)
+
+    def start_stage(self, steps_per_epoch: int, epochs: float | None = None) -> int:
+        """From this step on an epoch is ``steps_per_epoch`` steps, and the run trains ``epochs``
+        more epochs; None: its whole length again (``--steps`` steps, or ``--epochs`` epochs of
+        the new length), as JTT's final model does.  Returns the steps of the new stage."""
+        steps = (total_steps(self.args, steps_per_epoch) if epochs is None
+                 else max(1, round(epochs * steps_per_epoch)))
+        self.schedule = Schedule(steps_per_epoch, self.step + steps, self.step, self.epoch)
+        return steps
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,8 +152,10 @@ class Run:
         train = self.ds.splits["train"]
         self.sampler = make_sampler(self.hparams["sampler"], train.g, train.e,
                                     self.hparams["batch_size"], self.seed)
-        self.total = total_steps(args, self.sampler.steps_per_epoch)
+        self.schedule = Schedule(self.sampler.steps_per_epoch,
+                                 total_steps(args, self.sampler.steps_per_epoch))
         self.freq = args.checkpoint_freq or (self.sampler.steps_per_epoch if args.steps is None else 100)
+        self.per_epoch = args.checkpoint_freq is None and args.steps is None  # follows the schedule
         self.group_counts = self.ds.train_group_counts()
         torch.manual_seed(self.seed)
         self.algorithm = self.alg_cls(self._task(), self.hparams).to(self.device)
@@ -134,6 +166,10 @@ class Run:
         self.loss_count = 0
         self.extra: dict[str, Any] = {}
 
+    @property
+    def total(self) -> int:
+        return self.schedule.total
+
     def _task(self) -> TaskInfo:
         return TaskInfo(self.ds.num_classes, self.ds.num_attributes, self.ds.num_groups,
                         self.ds.num_envs, tuple(self.ds.input_shape),
@@ -142,6 +178,7 @@ class Run:
     # -- checkpointing -------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         state = {"step": self.step, "elapsed": self.elapsed, "algorithm": self.algorithm.checkpoint_state(),
+                 "schedule": dataclasses.asdict(self.schedule),
                  "sampler": self.sampler.state_dict(), "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         atomic_torch_save(state, self.out_dir / CHECKPOINT)
@@ -158,15 +195,19 @@ class Run:
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         self.step, self.elapsed = state["step"], state["elapsed"]
+        if "schedule" in state:  # older checkpoints: the schedule never changed
+            self.schedule = Schedule(**state["schedule"])
         truncate_records(self.out_dir / RESULTS, self.step)
         logging.getLogger(__name__).info("resumed from step %d", self.step)
 
     # -- the loop ------------------------------------------------------------------------
     def epoch_hook(self, final: bool) -> None:
-        ctx = EpochContext(self.step // self.sampler.steps_per_epoch, self.step, final, self.ds,
-                           self.sampler, self.device, self.opts.eval_batch_size, self.out_dir)
+        ctx = EpochContext(int(self.schedule.epoch(self.step)), self.step, final, self.ds,
+                           self.sampler, self.device, self.opts.eval_batch_size, self.out_dir,
+                           args=self.args)
         self.algorithm.on_epoch(ctx)
         self.sampler = ctx.sampler
+        self.schedule = ctx.schedule or self.schedule
         self.extra.update(ctx.extra)
 
     def batch_stream(self, start: int | None = None) -> Iterator[Batch]:
@@ -191,12 +232,17 @@ class Run:
         losses = {k: float(v) / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
         self.elapsed += time.time() - t0
         record = Record(self.args.as_dict(), self.hparams, self.ds.describe(), self.step,
-                        self.step / self.sampler.steps_per_epoch, losses, metrics, self.elapsed,
-                        str(self.device), dict(self.extra))
+                        self.schedule.epoch(self.step), losses, metrics, self.elapsed,
+                        str(self.device), dict(self.extra), self.algorithm.stage,
+                        self.algorithm.num_stages)
         append_record(self.out_dir / RESULTS, record)
         self.save_checkpoint()
         self.loss_sums, self.loss_count, self.extra = {}, 0, {}
         return record
+
+    def checkpoint_due(self) -> bool:
+        """Every ``checkpoint_freq`` steps, or (the default with ``--epochs``) every epoch."""
+        return self.schedule.epoch_starts(self.step) if self.per_epoch else self.step % self.freq == 0
 
     def execute(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,15 +253,15 @@ class Run:
         bar = tqdm(total=self.total, initial=self.step, disable=not self.opts.progress,
                    desc=self.args.dir_name()[:40], mininterval=1.0, leave=False)
         t0 = time.time()
-        spe = self.sampler.steps_per_epoch
         stream = self.batch_stream()
         while self.step < self.total:
-            if self.step % spe == 0:
+            if self.schedule.epoch_starts(self.step):
                 self.epoch_hook(final=False)
-                stream = self.batch_stream()  # the hook may have changed the sampler
+                stream = self.batch_stream()  # the hook may have changed the sampler, the length
+                bar.total = self.total
             self.train_step(next(stream))
             bar.update(1)
-            if self.step % self.freq == 0 and self.step < self.total:
+            if self.checkpoint_due() and self.step < self.total:
                 rec = self.checkpoint(t0)
                 t0 = time.time()
                 log.info("step %d %s", rec.step, summary(rec))

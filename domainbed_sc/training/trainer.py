@@ -4,11 +4,14 @@ Order of effects, which is what makes resume exact: at each checkpoint the recor
 first, then ``checkpoint.pt`` (model, optimizers, sampler, RNG state, step) is written
 atomically.  A restarted run loads the checkpoint, drops records past its step and continues;
 samplers are pure functions of the step, so the remaining batches are the ones an uninterrupted
-run would draw.  ``done`` is written last.
+run would draw.  ``done`` is written last.  The run dir is claimed, checked to belong to this
+run and cleared of dead writers' leftovers first (``run_dir``); a non-finite loss stops the run
+with a ``diverged`` marker instead.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from ..errors import UserError
 from ..hparams import draw, seed_hash
 from .evaluation import predict_split, split_metrics
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
+from .run_dir import load_checkpoint, mark_diverged, open_run_dir
 from .samplers import Sampler, WeightedSampler, make_sampler, restore_sampler
 
 LABEL_NAMES = {"s": "spurious-attribute labels (s)", "g": "group labels (g)", "e": "environment labels (e)"}
@@ -147,11 +151,10 @@ class Run:
         atomic_torch_save(state, self.out_dir / CHECKPOINT)
 
     def try_resume(self) -> None:
-        path = self.out_dir / CHECKPOINT
-        if not path.exists():
+        state = load_checkpoint(self.out_dir / CHECKPOINT, self.device, logging.getLogger(__name__))
+        if state is None:
             (self.out_dir / RESULTS).unlink(missing_ok=True)  # records without a checkpoint are stale
             return
-        state = torch.load(path, map_location=self.device, weights_only=False)
         self.algorithm.load_checkpoint_state(state["algorithm"])
         self.sampler = restore_sampler(self.sampler, state["sampler"])
         torch.set_rng_state(state["rng"].cpu())
@@ -189,6 +192,8 @@ class Run:
             pred = predict_split(self.algorithm, split, self.opts.eval_batch_size, self.device)
             metrics[name] = split_metrics(pred, split, self.ds.num_groups, self.group_counts)
         losses = {k: float(v) / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
+        if not all(math.isfinite(v) for v in losses.values()):  # a sum over steps: any bad step shows
+            raise mark_diverged(self.out_dir, self.step, losses)
         self.elapsed += time.time() - t0
         record = Record(self.args.as_dict(), self.hparams, self.ds.describe(), self.step,
                         self.step / self.sampler.steps_per_epoch, losses, metrics, self.elapsed,
@@ -243,15 +248,16 @@ def summary(record: Record) -> str:
 
 
 def train(args: RunArgs, opts: RunOptions) -> Path:
+    run = Run(args, opts)  # every check on the arguments and data, before the dir is touched
     out_dir = Path(opts.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger(__name__)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        return Run(args, opts).execute()
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+    with open_run_dir(out_dir, args):
+        handler = logging.FileHandler(out_dir / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger = logging.getLogger(__name__)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            return run.execute()
+        finally:
+            logger.removeHandler(handler)
+            handler.close()

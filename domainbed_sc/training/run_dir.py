@@ -216,7 +216,7 @@ def load_checkpoint(path: Path, device: torch.device, log: logging.Logger) -> di
         fault = _fault(exc)
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(path, aside)
-        if "unsupported GLOBAL" in str(exc):
+        if "unsupported global" in str(exc).lower():  # a pickle that would call a function
             raise UserError(f"refusing checkpoint {path}: it would run code ({fault}); "
                             f"moved to {aside.name}") from None
         message = f"unreadable checkpoint {path} ({fault}): moved to {aside.name}, restarting from scratch"

@@ -80,16 +80,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def algorithm_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
+    return set(getattr(algorithm_cls, "required_labels", lambda hp: algorithm_cls.requires)(hparams))
+
+
 def required_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
-    needs = set(getattr(algorithm_cls, "required_labels", lambda hp: algorithm_cls.requires)(hparams))
+    needs = algorithm_labels(algorithm_cls, hparams)
     if hparams["sampler"] in SAMPLER_NEEDS:
         needs.add(SAMPLER_NEEDS[hparams["sampler"]])
     return needs
 
 
+def requirement_cause(algorithm_cls: type[Algorithm], hparams: dict[str, Any], label: str) -> str:
+    """What makes the run need ``label``: the sampler, or the algorithm (in the mode its
+    ``label_reason`` names, e.g. GroupDRO's groupdro_mode=env)."""
+    if label not in algorithm_labels(algorithm_cls, hparams):
+        return f"algorithm {algorithm_cls.name} with sampler {hparams['sampler']}"
+    reason = getattr(algorithm_cls, "label_reason", lambda hp: None)(hparams)
+    return f"algorithm {algorithm_cls.name}" + (f" with {reason}" if reason else "")
+
+
 def check_requirements(algorithm_cls: type[Algorithm], hparams: dict[str, Any], ds: GroupDataset) -> None:
     for label in sorted(required_labels(algorithm_cls, hparams) - set(ds.provides)):
-        raise UserError(f"algorithm {algorithm_cls.name} (sampler {hparams['sampler']}) needs "
+        raise UserError(f"{requirement_cause(algorithm_cls, hparams, label)} needs "
                         f"{LABEL_NAMES[label]}, which dataset {ds.name} does not provide")
     if hparams["sampler"] == "uniform_env" and ds.num_envs < 2:
         raise UserError(f"algorithm {algorithm_cls.name} needs at least 2 training environments; "

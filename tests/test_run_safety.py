@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_run import RunsCode
 
 from domainbed_sc import cache
 from domainbed_sc.cli import main
@@ -47,16 +48,6 @@ def strict_records(path: Path) -> list[dict]:
 
 
 # -- 1 and 9: checkpoints ---------------------------------------------------------------------
-class RunsCode:
-    """Unpickling this creates a file: what a malicious checkpoint could do."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').close()",)
-
-
 def test_a_checkpoint_that_would_run_code_is_refused_and_set_aside(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -300,3 +291,17 @@ def test_groupdro_env_mode_names_its_mode_in_the_requirement_error(tmp_path):
         with pytest.raises(UserError, match=r"algorithm ERM with sampler uniform_env needs environment"):
             train(RunArgs("toy", hparams={"sampler": "uniform_env"}), opts(tmp_path / "run", tmp_path))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_packed_trainer_holds_its_dirs_like_train(tmp_path):
+    from domainbed_sc.training.packed import train_packed
+
+    members = [(RunArgs("toy", epochs=1, trial_seed=t), opts(tmp_path / f"t{t}", tmp_path)) for t in (0, 1)]
+    train(RunArgs("toy", epochs=1, trial_seed=5), members[1][1])  # t1's dir holds another run
+    with pytest.raises(UserError, match=f"{tmp_path / 't1'} holds another run"):
+        train_packed(members)
+    assert not (tmp_path / "t0" / RESULTS).exists()
+    shutil.rmtree(tmp_path / "t1")
+    (tmp_path / "t0" / CHECKPOINT).write_bytes(b"torn")
+    dirs = train_packed(members)
+    assert all((d / DONE).exists() for d in dirs) and list(dirs[0].glob(CHECKPOINT + ".corrupt-*"))

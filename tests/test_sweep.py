@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures_run import RunsCode
 
 from domainbed_sc.cli import main
 from domainbed_sc.errors import UserError
@@ -393,16 +394,6 @@ def test_two_concurrent_launches_never_run_a_job_twice(tmp_path):
 
 
 # -- parallel and dry ------------------------------------------------------------------------
-class _RunsCode:
-    """Unpickling this creates a file: what a malicious checkpoint could do."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').close()",)
-
-
 def test_parallel_launcher_restarts_a_corrupt_checkpoint_and_fails_an_unsafe_one(tmp_path, capsys):
     import torch
 
@@ -413,7 +404,7 @@ def test_parallel_launcher_restarts_a_corrupt_checkpoint_and_fails_an_unsafe_one
     for job in (corrupt, unsafe):
         job.dir.mkdir(parents=True)
     (corrupt.dir / CHECKPOINT).write_bytes(b"not a checkpoint")
-    torch.save({"step": 10, "evil": _RunsCode(tmp_path / "pwned")}, unsafe.dir / CHECKPOINT)
+    torch.save({"step": 10, "evil": RunsCode(tmp_path / "pwned")}, unsafe.dir / CHECKPOINT)
     assert cli("sweep", "launch", path, "--output-root", out, "--launcher", "parallel", "--workers", "2",
                "--device", "cpu") == 2
     captured = capsys.readouterr()

@@ -87,7 +87,7 @@ def is_claimed(run_dir: Path) -> bool:
     """Whether some process (this one included) holds the claim; tests it without taking it."""
     if not (run_dir / LOCK_FILE).exists():
         return False
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR)  # (NFS emulates flock with write locks)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False

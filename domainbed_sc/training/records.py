@@ -53,7 +53,7 @@ class RunArgs:
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
-        return stable_hash(self.as_dict(), 16)
+        return args_id(self.as_dict())
 
     def readable_name(self) -> str:
         parts = [self.dataset, *(f"{k}{v}" for k, v in sorted(self.dataset_args.items())),
@@ -64,6 +64,11 @@ class RunArgs:
 
     def dir_name(self) -> str:
         return f"{self.readable_name()}-{self.run_id()}"
+
+
+def args_id(args: dict[str, Any]) -> str:
+    """``RunArgs.run_id`` of an arguments dict (e.g. one read back from a run dir)."""
+    return stable_hash(args, 16)
 
 
 @dataclass

@@ -30,7 +30,7 @@ import torch
 
 from ..cache import atomic_write_bytes
 from ..errors import UserError
-from .records import CHECKPOINT, DONE, RESULTS, RunArgs, json_safe, read_records
+from .records import CHECKPOINT, DONE, RESULTS, RunArgs, args_id, json_safe, read_records
 
 LOCK_FILE = "lock"
 RUN_FILE = "run.json"
@@ -137,9 +137,9 @@ def recorded_args(run_dir: Path) -> dict[str, Any] | None:
 def check_identity(run_dir: Path, args: RunArgs) -> None:
     """Refuse a dir that belongs to another run; record this run's identity in a fresh one."""
     theirs, ours = recorded_args(run_dir), args.as_dict()
-    if theirs is not None and RunArgs(**theirs).run_id() != args.run_id():
+    if theirs is not None and args_id(theirs) != args.run_id():
         diffs = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-        raise UserError(f"{run_dir} holds another run ({RunArgs(**theirs).dir_name()}); this run "
+        raise UserError(f"{run_dir} holds another run (id {args_id(theirs)}); this run "
                         f"differs in {', '.join(diffs)}: give another --output-dir")
     if not (run_dir / RUN_FILE).exists():
         write_json(run_dir / RUN_FILE, {"run_id": args.run_id(), "args": ours})
@@ -161,16 +161,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(run_dir: Path) -> list[Path]:
-    """Delete the temp files a killed writer left of the run's own files (writers still alive,
-    e.g. a launcher writing job.json, keep theirs).  Call with the claim held."""
-    removed = []
+def remove_stale_temps(run_dir: Path) -> None:
+    """Delete the temp files a killed writer left of the run's own files.  Only those: other
+    writers (e.g. a launcher writing job.json, maybe from another host, whose pid means nothing
+    here) may be alive.  Call with the claim held: only its holder writes the run's files."""
     for path in run_dir.iterdir():
         m = TEMP_FILE.match(path.name)
         if m and m["name"] in RUN_FILES and not pid_alive(int(m["pid"])):
             path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 def mark_diverged(run_dir: Path, step: int, losses: dict[str, float]) -> RunDiverged:

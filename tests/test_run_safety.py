@@ -92,11 +92,12 @@ def _interrupt():
 # -- 2: one process per run dir ---------------------------------------------------------------
 def _train_cmd(out: Path, data_dir: Path) -> list[str]:
     return [sys.executable, "-m", "domainbed_sc", "train", "--dataset", "toy", "--dataset-args",
-            '{"n_train": 8192}', "--steps", "600", "--checkpoint-freq", "40", "--output-dir", str(out),
+            '{"n_train": 8192}', "--steps", "1200", "--checkpoint-freq", "80", "--output-dir", str(out),
             "--data-dir", str(data_dir), "--quiet", "--device", "cpu"]
 
 
 def test_two_train_processes_on_one_dir_one_is_refused(tmp_path):
+    """Started together; training (~6 s) outlasts the gap between their start-ups."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "run"
     procs = [subprocess.Popen(_train_cmd(out, tmp_path), env=env, stdout=subprocess.PIPE,
@@ -109,7 +110,7 @@ def test_two_train_processes_on_one_dir_one_is_refused(tmp_path):
     assert len(lines) == 1, errs[loser]
     assert f"is in use by process {procs[winner].pid} on host " in lines[0]
     steps = [r["step"] for r in read_records(out / RESULTS)]
-    assert steps == list(range(40, 601, 40)), "records of one run only, each step once"
+    assert steps == list(range(80, 1201, 80)), "records of one run only, each step once"
 
 
 # -- 3: one run per run dir -------------------------------------------------------------------

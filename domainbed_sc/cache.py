@@ -6,13 +6,17 @@ Writes are atomic (temporary file + rename), so a killed generator never leaves 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+
+from .errors import UserError
 
 
 def stable_hash(obj: Any, length: int = 12) -> str:
@@ -21,12 +25,23 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+@contextmanager
+def disk_full_is_user_error(path: Path) -> Iterator[None]:
+    """A write that fails because the disk (or quota) is full: one line naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"no space left on device writing {path}") from None
+        raise
+
+
 def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with disk_full_is_user_error(path), open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

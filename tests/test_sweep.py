@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures_run import RunsCode
 
 from domainbed_sc.cli import main
 from domainbed_sc.errors import UserError
@@ -469,26 +470,35 @@ def test_two_concurrent_launches_never_run_a_job_twice(tmp_path):
 
 
 # -- parallel and dry ------------------------------------------------------------------------
-def test_parallel_launcher_runs_all_and_reports_a_corrupt_checkpoint(tmp_path, capsys):
+def test_parallel_launcher_restarts_a_corrupt_checkpoint_and_fails_an_unsafe_one(tmp_path, capsys):
+    import torch
+
     path = toy_sweep(tmp_path)
     out = tmp_path / "out"
     _, jobs = sweep_jobs(path, out)
-    bad = jobs[2]
-    bad.dir.mkdir(parents=True)
-    (bad.dir / CHECKPOINT).write_bytes(b"not a checkpoint")
+    corrupt, unsafe = jobs[2], jobs[3]
+    for job in (corrupt, unsafe):
+        job.dir.mkdir(parents=True)
+    (corrupt.dir / CHECKPOINT).write_bytes(b"not a checkpoint")
+    torch.save({"step": 10, "evil": RunsCode(tmp_path / "pwned")}, unsafe.dir / CHECKPOINT)
     assert cli("sweep", "launch", path, "--output-root", out, "--launcher", "parallel", "--workers", "2",
                "--device", "cpu") == 2
-    assert "3 ran, 1 failed" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "3 ran, 1 failed" in captured.out
+    log = (corrupt.dir / "log.txt").read_text()  # (the workers' stderr is not captured)
+    assert f"unreadable checkpoint {corrupt.dir / CHECKPOINT} (Unsupported operand" in log
+    assert not (tmp_path / "pwned").exists(), "loading a checkpoint must never run its code"
     statuses = job_statuses(jobs)
-    assert [s.state for s in statuses].count("done") == 3
-    failed = statuses[2]
-    assert failed.state == "failed" and failed.error and read_state(bad.dir).launcher == "parallel"
+    assert [s.state for s in statuses] == ["done", "done", "done", "failed"]
+    assert steps_of(corrupt.dir) == [10, 20] and len(list(corrupt.dir.glob(CHECKPOINT + ".corrupt-*"))) == 1
+    assert "refusing checkpoint" in statuses[3].error and read_state(unsafe.dir).launcher == "parallel"
+    assert list(unsafe.dir.glob(CHECKPOINT + ".corrupt-*")), "the unsafe checkpoint is kept aside"
 
-    (bad.dir / CHECKPOINT).unlink()  # the fix
     assert cli("sweep", "relaunch", path, "--failed", "--output-root", out, "--launcher", "parallel",
                "--workers", "2", "--device", "cpu") == 0
     assert "1 ran, 0 failed" in capsys.readouterr().out
-    assert all(s.state == "done" for s in job_statuses(jobs)) and steps_of(bad.dir) == [10, 20]
+    assert all(s.state == "done" for s in job_statuses(jobs)) and steps_of(unsafe.dir) == [10, 20]
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_dry_run_prints_train_commands_that_reproduce_the_jobs(tmp_path, capsys):

@@ -52,6 +52,11 @@ class GroupDRO(ERM):
     def required_labels(cls, hparams) -> set[str]:
         return {"g"} if hparams["groupdro_mode"] == "group" else {"e"}
 
+    @classmethod
+    def label_reason(cls, hparams) -> str:
+        """The hparam that decides which labels it needs (for the requirement error)."""
+        return f"groupdro_mode={hparams['groupdro_mode']}"
+
     def __init__(self, task: TaskInfo, hparams):
         super().__init__(task, hparams)
         self.by_group = hparams["groupdro_mode"] == "group"

@@ -47,8 +47,30 @@ def _torchvision_mnist(cls_name: str, download_name: str, data_dir: Path,
     extracted = [p.with_suffix("") for p in needed]
     if not all(p.exists() or q.exists() for p, q in zip(needed, extracted)):
         raise missing_data(cls_name, raw, data_dir, download_name)
-    ds = cls(root=str(data_dir), train=train, download=True)
+    fix = f"run `domainbed-sc download {download_name} --data-dir {data_dir}`"
+    if not all(q.exists() for q in extracted):
+        _check_archives(cls, raw, cls_name, fix)
+    try:
+        ds = cls(root=str(data_dir), train=train, download=True)
+    except (RuntimeError, ValueError, OSError) as exc:  # e.g. a truncated extracted file
+        line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read {cls_name} from {raw} ({line}): "
+                        f"delete the damaged files and {fix}") from None
     return ds.data.clone(), ds.targets.clone()
+
+
+def _check_archives(cls, raw: Path, cls_name: str, fix: str) -> None:
+    """Without the extracted files torchvision extracts every archive, and one failing its
+    checksum sends it to the network, whose error would blame the network, not the file."""
+    from torchvision.datasets.utils import check_integrity
+
+    for name, md5 in cls.resources:
+        path = raw / name.rsplit("/", 1)[-1]
+        if not path.exists():
+            raise UserError(f"{cls_name} archive {path} is missing: {fix}")
+        if not check_integrity(str(path), md5):
+            raise UserError(f"corrupt {cls_name} archive {path} (checksum mismatch, e.g. a truncated "
+                            f"copy): delete it and {fix}")
 
 
 def mnist(data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:

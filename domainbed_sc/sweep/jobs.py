@@ -5,9 +5,10 @@ a hash of the scientific arguments only), so it does not depend on paths, launch
 Beside the trainer's files (results.jsonl, checkpoint.pt, done, log.txt) a job dir holds:
 
 * ``job.json``: a ``JobState`` (launcher, SLURM job id, state, last error line), written atomically;
-* ``lock``: the claim.  The process running the job holds an exclusive non-blocking ``flock`` on
-  it, so a second launcher skips the job instead of running it twice at the same time.  The kernel
-  drops the lock when that process dies, so a killed job never stays "claimed";
+* ``lock``: the claim (``training.run_dir``, shared with ``train``).  The process running the job
+  holds an exclusive non-blocking ``flock`` on it, so a second launcher skips the job instead of
+  running it twice at the same time.  The kernel drops the lock when that process dies, so a
+  killed job never stays "claimed";
 * ``state.lock``: serialises read-modify-write of job.json (submitter vs. an early-starting job);
 * ``error.txt``: the traceback of the last failure.
 
@@ -30,10 +31,10 @@ from typing import Iterator
 
 from ..cache import atomic_write_bytes
 from ..training.records import DONE, SWEEPS, RunArgs
+from ..training.run_dir import Claim, is_claimed, try_claim  # noqa: F401 - the launchers' claim
 from ..training.trainer import RunOptions, train
 
 STATE_FILE = "job.json"
-LOCK_FILE = "lock"
 STATE_LOCK_FILE = "state.lock"
 ERROR_FILE = "error.txt"
 
@@ -122,43 +123,6 @@ def set_job_id(job_dir: Path, job_id: str) -> None:
 def error_line(exc: BaseException) -> str:
     lines = [line for line in f"{type(exc).__name__}: {exc}".splitlines() if line.strip()]
     return lines[-1]
-
-
-# -- the claim -------------------------------------------------------------------------------
-class Claim:
-    """An exclusive flock on ``<job>/lock``; held until ``release`` or the process ends."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def release(self) -> None:
-        os.close(self.fd)  # closing the only descriptor drops the flock
-
-
-def try_claim(job_dir: Path, attempts: int = 3) -> Claim | None:
-    """The claim, or None if another process holds it.  A few short retries, because ``status``
-    takes the lock for an instant to test it; a running job holds it for the whole run."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(job_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    for attempt in range(attempts):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return Claim(fd)
-        except BlockingIOError:
-            if attempt + 1 < attempts:
-                time.sleep(0.05)
-    os.close(fd)
-    return None
-
-
-def is_claimed(job_dir: Path) -> bool:
-    if not (job_dir / LOCK_FILE).exists():
-        return False
-    claim = try_claim(job_dir, attempts=1)
-    if claim is None:
-        return True
-    claim.release()
-    return False
 
 
 # -- running one job -------------------------------------------------------------------------

@@ -306,7 +306,7 @@ def validate(runs: list[RunArgs]) -> None:
     from ..algorithms import ALGORITHMS
     from ..datasets import DATASETS
     from ..hparams import draw
-    from ..training.trainer import LABEL_NAMES, required_labels
+    from ..training.trainer import LABEL_NAMES, required_labels, requirement_cause
 
     seen: set[str] = set()
     for args in runs:
@@ -324,5 +324,5 @@ def validate(runs: list[RunArgs]) -> None:
             raise UserError(f"{where}: {exc}") from None
         missing = sorted(required_labels(alg_cls, hparams) - set(ds_cls.provides))
         if missing:
-            raise UserError(f"{where}: the algorithm needs {LABEL_NAMES[missing[0]]}, "
-                            f"which the dataset does not provide")
+            raise UserError(f"{where}: {requirement_cause(alg_cls, hparams, missing[0])} needs "
+                            f"{LABEL_NAMES[missing[0]]}, which the dataset does not provide")

@@ -11,7 +11,6 @@ States: ``not launched``, ``queued``, ``running``, ``failed`` (with the error's 
 """
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from ..training.records import DONE, RESULTS, read_records
+from ..training.run_dir import pid_alive
 from .jobs import Job, JobState, is_claimed, read_state
 
 STATES = ("not launched", "queued", "running", "failed", "done")
@@ -79,15 +79,8 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def _pid_alive(state: JobState) -> bool:
-    if state.host != socket.gethostname():
-        return True  # cannot tell from here; trust the record
-    try:
-        os.kill(state.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # on another host we cannot tell from here; trust the record
+    return state.host != socket.gethostname() or pid_alive(state.pid)
 
 
 def _slurm_log(job: Job, job_id: str) -> Path:

@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,6 +37,7 @@ from ..datasets.base import Batch
 from ..errors import UserError
 from ..networks import build_featurizer
 from .records import DONE, RunArgs
+from .run_dir import open_run_dir
 from .trainer import Run, RunOptions, last_step, resolve_hparams, split_envs, summary
 
 #: optimizers whose update is elementwise, so that one over stacked tensors equals K separate ones
@@ -286,15 +287,13 @@ class Pack:
         bar.close()
 
 
-def open_runs(members: list[tuple[RunArgs, RunOptions]]) -> list[Run]:
+def open_runs(built: list[Run]) -> list[Run]:
     """The unfinished runs, resumed from their checkpoints; finished ones get ``done``."""
     runs = []
-    for args, opts in members:
-        out = Path(opts.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    for run in built:
+        out = run.out_dir
         if (out / DONE).exists():
             continue
-        run = Run(args, opts)
         run.try_resume()
         if run.step:
             run_log(out).info("resumed from step %d", run.step)
@@ -337,12 +336,16 @@ def run_logs(out_dirs: list[Path]) -> Iterator[None]:
 
 
 def train_packed(members: list[tuple[RunArgs, RunOptions]]) -> list[Path]:
-    """Train the runs as one pack (see the module doc); returns their output dirs."""
-    for _, opts in members:
-        Path(opts.output_dir).mkdir(parents=True, exist_ok=True)
+    """Train the runs as one pack (see the module doc); returns their output dirs.  Like
+    ``train``, every check comes before a run dir is touched, and each dir is held
+    (``run_dir.open_run_dir``) while the pack runs."""
     dirs = [Path(opts.output_dir) for _, opts in members]
-    with run_logs(dirs):
-        runs = open_runs(members)
-        if runs:
-            Pack(runs).execute(progress=any(opts.progress for _, opts in members))
+    built = [Run(args, opts) for args, opts in members if not (Path(opts.output_dir) / DONE).exists()]
+    with ExitStack() as held:
+        for (args, _), out in zip(members, dirs):
+            held.enter_context(open_run_dir(out, args))
+        with run_logs(dirs):
+            runs = open_runs(built)
+            if runs:
+                Pack(runs).execute(progress=any(opts.progress for _, opts in members))
     return dirs

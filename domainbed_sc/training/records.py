@@ -2,18 +2,21 @@
 
 ``results.jsonl`` holds one JSON object per checkpoint.  Appends are a single ``write`` of a
 whole line followed by fsync; readers skip a truncated last line, so a killed run never leaves a
-record that breaks the collector.
+record that breaks the collector.  Records are strict JSON: an undefined metric (NaN, e.g. on an
+empty group) is written as null; older files with NaN literals are still read.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..cache import atomic_write_bytes, stable_hash
+from ..cache import atomic_write_bytes, disk_full_is_user_error, stable_hash
+from ..errors import UserError
 
 RESULTS = "results.jsonl"
 CHECKPOINT = "checkpoint.pt"
@@ -38,11 +41,22 @@ class RunArgs:
     epochs: float | None = None
     checkpoint_freq: int | None = None  # steps; default one epoch (or 100 steps with --steps)
 
+    def __post_init__(self) -> None:
+        """Run lengths must be positive: a run of 0 or -5 steps would "finish" untrained."""
+        for name in ("steps", "checkpoint_freq"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise UserError(f"{name} must be a positive integer (got {value!r})")
+        epochs = self.epochs
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
+                                   or not 0 < epochs < math.inf):
+            raise UserError(f"epochs must be a positive number (got {epochs!r})")
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
-        return stable_hash(self.as_dict(), 16)
+        return args_id(self.as_dict())
 
     def readable_name(self) -> str:
         parts = [self.dataset, *(f"{k}{v}" for k, v in sorted(self.dataset_args.items())),
@@ -53,6 +67,11 @@ class RunArgs:
 
     def dir_name(self) -> str:
         return f"{self.readable_name()}-{self.run_id()}"
+
+
+def args_id(args: dict[str, Any]) -> str:
+    """``RunArgs.run_id`` of an arguments dict (e.g. one read back from a run dir)."""
+    return stable_hash(args, 16)
 
 
 @dataclass
@@ -73,9 +92,24 @@ class Record:
     num_stages: int = 1
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def record_line(record: dict[str, Any]) -> bytes:
+    return (json.dumps(json_safe(record), allow_nan=False) + "\n").encode()
+
+
 def append_record(path: Path, record: Record) -> None:
-    line = (json.dumps(dataclasses.asdict(record), allow_nan=True) + "\n").encode()
-    with open(path, "ab") as f:
+    line = record_line(dataclasses.asdict(record))
+    with disk_full_is_user_error(path), open(path, "ab") as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
@@ -98,5 +132,5 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 def truncate_records(path: Path, last_step: int) -> None:
     """Keep only the records up to ``last_step`` (the resumed checkpoint), atomically."""
     kept = [r for r in read_records(path) if r["step"] <= last_step]
-    blob = b"".join((json.dumps(r) + "\n").encode() for r in kept)
+    blob = b"".join(record_line(r) for r in kept)
     atomic_write_bytes(path, lambda f: f.write(blob))

@@ -4,12 +4,15 @@ Order of effects, which is what makes resume exact: at each checkpoint the recor
 first, then ``checkpoint.pt`` (model, optimizers, sampler, RNG state, step) is written
 atomically.  A restarted run loads the checkpoint, drops records past its step and continues;
 samplers are pure functions of the step, so the remaining batches are the ones an uninterrupted
-run would draw.  ``done`` is written last.
+run would draw.  ``done`` is written last.  The run dir is claimed, checked to belong to this
+run and cleared of dead writers' leftovers first (``run_dir``); a non-finite loss stops the run
+with a ``diverged`` marker instead.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,7 @@ from ..errors import UserError
 from ..hparams import draw, seed_hash
 from .evaluation import predict_split, split_metrics
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
+from .run_dir import load_checkpoint, mark_diverged, open_run_dir
 from .samplers import Sampler, WeightedSampler, make_sampler, restore_sampler
 
 LABEL_NAMES = {"s": "spurious-attribute labels (s)", "g": "group labels (g)", "e": "environment labels (e)"}
@@ -106,16 +110,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def algorithm_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
+    return set(getattr(algorithm_cls, "required_labels", lambda hp: algorithm_cls.requires)(hparams))
+
+
 def required_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
-    needs = set(getattr(algorithm_cls, "required_labels", lambda hp: algorithm_cls.requires)(hparams))
+    needs = algorithm_labels(algorithm_cls, hparams)
     if hparams["sampler"] in SAMPLER_NEEDS:
         needs.add(SAMPLER_NEEDS[hparams["sampler"]])
     return needs
 
 
+def requirement_cause(algorithm_cls: type[Algorithm], hparams: dict[str, Any], label: str) -> str:
+    """What makes the run need ``label``: the sampler, or the algorithm (in the mode its
+    ``label_reason`` names, e.g. GroupDRO's groupdro_mode=env)."""
+    if label not in algorithm_labels(algorithm_cls, hparams):
+        return f"algorithm {algorithm_cls.name} with sampler {hparams['sampler']}"
+    reason = getattr(algorithm_cls, "label_reason", lambda hp: None)(hparams)
+    return f"algorithm {algorithm_cls.name}" + (f" with {reason}" if reason else "")
+
+
 def check_requirements(algorithm_cls: type[Algorithm], hparams: dict[str, Any], ds: GroupDataset) -> None:
     for label in sorted(required_labels(algorithm_cls, hparams) - set(ds.provides)):
-        raise UserError(f"algorithm {algorithm_cls.name} (sampler {hparams['sampler']}) needs "
+        raise UserError(f"{requirement_cause(algorithm_cls, hparams, label)} needs "
                         f"{LABEL_NAMES[label]}, which dataset {ds.name} does not provide")
     if hparams["sampler"] == "uniform_env" and ds.num_envs < 2:
         raise UserError(f"algorithm {algorithm_cls.name} needs at least 2 training environments; "
@@ -184,11 +201,10 @@ class Run:
         atomic_torch_save(state, self.out_dir / CHECKPOINT)
 
     def try_resume(self) -> None:
-        path = self.out_dir / CHECKPOINT
-        if not path.exists():
+        state = load_checkpoint(self.out_dir / CHECKPOINT, self.device, logging.getLogger(__name__))
+        if state is None:
             (self.out_dir / RESULTS).unlink(missing_ok=True)  # records without a checkpoint are stale
             return
-        state = torch.load(path, map_location=self.device, weights_only=False)
         self.algorithm.load_checkpoint_state(state["algorithm"])
         self.sampler = restore_sampler(self.sampler, state["sampler"])
         torch.set_rng_state(state["rng"].cpu())
@@ -230,6 +246,8 @@ class Run:
             pred = predict_split(self.algorithm, split, self.opts.eval_batch_size, self.device)
             metrics[name] = split_metrics(pred, split, self.ds.num_groups, self.group_counts)
         losses = {k: float(v) / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
+        if not all(math.isfinite(v) for v in losses.values()):  # a sum over steps: any bad step shows
+            raise mark_diverged(self.out_dir, self.step, losses)
         self.elapsed += time.time() - t0
         record = Record(self.args.as_dict(), self.hparams, self.ds.describe(), self.step,
                         self.schedule.epoch(self.step), losses, metrics, self.elapsed,
@@ -289,15 +307,16 @@ def summary(record: Record) -> str:
 
 
 def train(args: RunArgs, opts: RunOptions) -> Path:
+    run = Run(args, opts)  # every check on the arguments and data, before the dir is touched
     out_dir = Path(opts.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger(__name__)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        return Run(args, opts).execute()
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
+    with open_run_dir(out_dir, args):
+        handler = logging.FileHandler(out_dir / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger = logging.getLogger(__name__)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            return run.execute()
+        finally:
+            logger.removeHandler(handler)
+            handler.close()

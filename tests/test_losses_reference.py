@@ -94,7 +94,8 @@ def test_irm_steps_on_risk_plus_weighted_half_batch_gradient_products(anneal, we
         for k, b in enumerate(envs):
             z = logits(m, b.x)
             terms[f"risk {k}"] = ce(z, b.y).mean() / 2
-            terms[f"penalty {k}"] = weight * risk_slope(z[::2], b.y[::2]) * risk_slope(z[1::2], b.y[1::2]) / 2
+            slopes = risk_slope(z[::2], b.y[::2]) * risk_slope(z[1::2], b.y[1::2])
+            terms[f"penalty {k}"] = weight * slopes / 2
         return terms
 
     check_update(alg, envs, reference)
@@ -163,7 +164,8 @@ def test_coral_mmd_step_on_risk_plus_gamma_times_mean_pair_discrepancy(name, dis
 
     def reference(m):
         feats = [m.featurizer(b.x) for b in envs]
-        terms = {f"risk {k}": ce(m.classifier(f), b.y).mean() / 3 for k, (f, b) in enumerate(zip(feats, envs))}
+        terms = {f"risk {k}": ce(m.classifier(f), b.y).mean() / 3
+                 for k, (f, b) in enumerate(zip(feats, envs))}
         for i, j in ((0, 1), (0, 2), (1, 2)):
             terms[f"pair {i}{j}"] = gamma * discrepancy(feats[i], feats[j]) / 3
         return terms

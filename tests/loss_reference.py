@@ -7,8 +7,9 @@ written in the test from the paper's formula.  It checks
   * the stepped loss's value and its gradient on every stepped parameter;
   * that every term matters: dropping any one changes that gradient beyond the tolerance, so a
     dropped term, a flipped sign or a term computed on the wrong tensor cannot pass;
-  * the step itself: plain SGD (momentum 0, weight decay 0) moves θ to θ − lr·∇L_ref, a first
-    Adam step to θ − lr·g/(|g| + eps); parameters outside ``stepped`` do not move.
+  * the step itself, with the gradient g just checked against ∇L_ref: plain SGD (momentum 0,
+    weight decay 0) moves θ to θ − lr·g, a first Adam step to θ − lr·g/(|g| + eps);
+    parameters outside ``stepped`` do not move.
 Everything runs in float64, so the tolerances are far below any term's contribution.
 """
 from __future__ import annotations
@@ -99,9 +100,9 @@ def flat(grads) -> Tensor:
 
 
 def check_update(alg, batches: list[Batch], reference: Callable[[object], dict[str, Tensor]],
-                 stepped: tuple[str, ...] = ("",)) -> dict[str, Tensor]:
+                 stepped: tuple[str, ...] = ("",)) -> None:
     """``reference(before)`` returns the weighted terms whose sum ``update`` must step on;
-    ``stepped`` are the name prefixes of the parameters this update trains.  Returns the terms."""
+    ``stepped`` are the name prefixes of the parameters this update trains."""
     before = copy.deepcopy(alg)
     calls = record_update(alg, batches)
     assert len(calls) == 1, f"update called backward {len(calls)} times"
@@ -132,4 +133,3 @@ def check_update(alg, batches: list[Batch], reference: Callable[[object], dict[s
         else:
             want = p.detach()
         torch.testing.assert_close(after[n].detach(), want, **TOL, msg=lambda m: f"step of {n}: {m}")
-    return terms

@@ -40,6 +40,18 @@ def test_erm_steps_on_the_mean_cross_entropy():
     check_update(alg, [b], lambda m: {"ce": ce(logits(m, b.x), b.y).mean()})
 
 
+@pytest.mark.parametrize("wrong, message", [
+    (lambda loss: {"ce": -loss}, "stepped loss's value"),
+    (lambda loss: {"ce": loss, "nothing": 0 * loss}, "term nothing does not matter"),
+])
+def test_the_check_rejects_a_wrong_reference(wrong, message):
+    """The harness itself can fail: a flipped loss, or a term that changes nothing."""
+    alg = make("ERM", task(), **SGD)
+    b = make_batch(inputs(8, 0, scale=3.0), [0, 1, 1, 0, 1, 1, 1, 0])
+    with pytest.raises(AssertionError, match=message):
+        check_update(alg, [b], lambda m: wrong(ce(logits(m, b.x), b.y).mean()))
+
+
 # -- GroupDRO ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("C", [0, 2])
 def test_group_dro_steps_on_the_updated_q_times_the_group_losses(C):

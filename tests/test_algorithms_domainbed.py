@@ -261,7 +261,7 @@ def test_runs_end_to_end_on_toy(run_toy, name):
     assert last["args"]["algorithm"] == name
     assert last["hparams"]["sampler"] == ("uniform_group" if name == "GroupDRO" else "uniform_env")
     assert all(math.isfinite(v) for v in last["losses"].values())
-    assert 0.0 <= last["metrics"]["test"]["acc"] <= 1.0
+    assert last["metrics"]["test"]["n"] == 256  # the whole toy test split was evaluated
 
 
 def test_domainbed_erm_trains_on_one_minibatch_per_environment_concatenated(run_toy, monkeypatch):

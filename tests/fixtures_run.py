@@ -1,7 +1,12 @@
-"""A crafted checkpoint payload for the tests that loading a checkpoint never runs code."""
+"""Faults for the run tests: a crafted checkpoint payload (loading a checkpoint must never run
+code) and an in-process stand-in for killing a run after a checkpoint."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+
+import pytest
+import torch
 
 
 class RunsCode:
@@ -12,3 +17,23 @@ class RunsCode:
 
     def __reduce__(self):
         return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+class Killed(Exception):
+    """Raised by ``killed_after`` where a real run would have been SIGKILLed."""
+
+
+@contextlib.contextmanager
+def killed_after(step: int):
+    """Stop a run right after it has checkpointed ``step``: the records and checkpoint on disk are
+    what a SIGKILL at that moment leaves, at no subprocess start-up cost."""
+
+    def save(obj, f, *a, **kw):
+        real(obj, f, *a, **kw)
+        if isinstance(obj, dict) and obj.get("step", -1) >= step:
+            raise Killed()
+
+    real = torch.save
+    with pytest.raises(Killed), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "save", save)
+        yield

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_run import RunsCode
+from fixtures_run import RunsCode, killed_after
 
 from domainbed_sc import cache
 from domainbed_sc.cli import main
@@ -64,9 +64,7 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_run_restarts(tmp_path, capsys
     args = RunArgs("toy", epochs=3)
     ref = list(read_records(train(args, opts(tmp_path / "ref", tmp_path)) / RESULTS))
     out = tmp_path / "run"
-    with pytest.raises(Killed), pytest.MonkeyPatch.context() as mp:
-        real = torch.save
-        mp.setattr(torch, "save", lambda obj, f: (real(obj, f), obj["step"] < 16 or _interrupt()))
+    with killed_after(16):
         train(args, opts(out, tmp_path))
     blob = (out / CHECKPOINT).read_bytes()
     bad = blob[:len(blob) // 2] if damage == "truncate" else os.urandom(len(blob))
@@ -79,14 +77,6 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_run_restarts(tmp_path, capsys
     assert len(aside) == 1 and aside[0].read_bytes() == bad, "never deleted"
     strip = lambda recs: [{k: v for k, v in r.items() if k != "wall_time"} for r in recs]
     assert strip(read_records(out / RESULTS)) == strip(ref) and (out / DONE).exists()
-
-
-class Killed(Exception):
-    pass
-
-
-def _interrupt():
-    raise Killed()
 
 
 # -- 2: one process per run dir ---------------------------------------------------------------

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures_run import killed_after
 
 from domainbed_sc.algorithms import ALGORITHMS, TaskInfo
 from domainbed_sc.algorithms.dissimilarity import cosine_matrix, masked_mean, pair_mask
@@ -414,8 +415,8 @@ def test_checkpoint_state_round_trip(name):
 def test_toy_run_resumes_like_an_uninterrupted_run(run_toy, name):
     kw = dict(dataset_args=SMALL_TOY, hparams={"arch": "mnist_cnn", "batch_size": 16})
     _, whole = run_toy(name, name="whole", epochs=2, **kw)
-    out, _ = run_toy(name, name="cut", epochs=1, **kw)
-    (out / DONE).unlink()  # pretend it was stopped after epoch 1, then extend it to 2 epochs
+    with killed_after(4):  # stopped right after its epoch-1 checkpoint, then run again
+        run_toy(name, name="cut", epochs=2, **kw)
     _, resumed = run_toy(name, name="cut", epochs=2, **kw)
     key = lambda recs: [(r["step"], r["losses"], r["metrics"]) for r in recs]
     assert key(resumed) == key(whole) and [r["step"] for r in whole] == [4, 8]
@@ -423,13 +424,18 @@ def test_toy_run_resumes_like_an_uninterrupted_run(run_toy, name):
     assert all(math.isfinite(v) for v in whole[-1]["losses"].values())
 
 
-def test_rcl_infinite_margin_survives_the_records(run_toy):
+def test_rcl_infinite_margin_survives_the_records_and_resumes(run_toy, tmp_path):
+    """m = ∞ is a configuration value, not an undefined metric: records are strict JSON and still
+    give it back as inf, and the run dir's identity (hashed with inf) lets the run resume."""
     hparams = json_arg('{"arch": "mnist_cnn", "batch_size": 32, "rcl_margin": Infinity}')
     RunArgs("toy", "RCL", hparams=hparams).dir_name()  # the run id hashes inf without error
-    _, records = run_toy("RCL", dataset_args=SMALL_TOY, epochs=1, hparams=hparams)
+    with killed_after(2):  # one epoch is 2 steps here
+        run_toy("RCL", dataset_args=SMALL_TOY, epochs=2, hparams=hparams)
+    out, records = run_toy("RCL", dataset_args=SMALL_TOY, epochs=2, hparams=hparams)
+    assert [r["step"] for r in records] == [2, 4]
     assert records[-1]["hparams"]["rcl_margin"] == math.inf
     assert records[-1]["args"]["hparams"]["rcl_margin"] == math.inf
-    assert json.loads(json.dumps(records[-1]))["hparams"]["rcl_margin"] == math.inf
+    assert "Infinity" not in (out / "results.jsonl").read_text()  # strict JSON
 
 
 class _Loss(torch.nn.Module):

@@ -93,7 +93,8 @@ class Record:
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN or infinity): an
+    undefined metric or loss is null."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
@@ -103,7 +104,34 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+#: configuration sections of a record, where infinity is a value (RCL's margin m = ∞), not an
+#: undefined result: stored as {"__float__": "inf"} so the arguments and their hash survive
+CONFIG = ("args", "hparams")
+_FLOAT = "__float__"
+
+
+def encode_config(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {_FLOAT: repr(obj)}
+    if isinstance(obj, dict):
+        return {k: encode_config(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [encode_config(v) for v in obj]
+    return obj
+
+
+def decode_config(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if obj.keys() == {_FLOAT} and obj[_FLOAT] in ("inf", "-inf", "nan"):
+            return float(obj[_FLOAT])
+        return {k: decode_config(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode_config(v) for v in obj]
+    return obj
+
+
 def record_line(record: dict[str, Any]) -> bytes:
+    record = {k: encode_config(v) if k in CONFIG else v for k, v in record.items()}
     return (json.dumps(json_safe(record), allow_nan=False) + "\n").encode()
 
 
@@ -126,7 +154,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
             if isinstance(rec, dict) and "step" in rec:
-                yield rec
+                yield {k: decode_config(v) if k in CONFIG else v for k, v in rec.items()}
 
 
 def truncate_records(path: Path, last_step: int) -> None:

@@ -30,7 +30,8 @@ import torch
 
 from ..cache import atomic_write_bytes
 from ..errors import UserError
-from .records import CHECKPOINT, DONE, RESULTS, RunArgs, args_id, json_safe, read_records
+from .records import (CHECKPOINT, DONE, RESULTS, RunArgs, args_id, decode_config, encode_config,
+                      json_safe, read_records)
 
 LOCK_FILE = "lock"
 RUN_FILE = "run.json"
@@ -128,7 +129,7 @@ def claimed(run_dir: Path) -> Iterator[None]:
 def recorded_args(run_dir: Path) -> dict[str, Any] | None:
     """The arguments of the run this dir belongs to: run.json, else (older dirs) a record's."""
     try:
-        return json.loads((run_dir / RUN_FILE).read_text())["args"]
+        return decode_config(json.loads((run_dir / RUN_FILE).read_text())["args"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return next((r["args"] for r in read_records(run_dir / RESULTS) if isinstance(r.get("args"), dict)), None)
@@ -142,7 +143,7 @@ def check_identity(run_dir: Path, args: RunArgs) -> None:
         raise UserError(f"{run_dir} holds another run (id {args_id(theirs)}); this run "
                         f"differs in {', '.join(diffs)}: give another --output-dir")
     if not (run_dir / RUN_FILE).exists():
-        write_json(run_dir / RUN_FILE, {"run_id": args.run_id(), "args": ours})
+        write_json(run_dir / RUN_FILE, {"run_id": args.run_id(), "args": encode_config(ours)})
 
 
 def write_json(path: Path, obj: Any) -> None:

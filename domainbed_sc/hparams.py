@@ -3,8 +3,9 @@
 A space maps names to ``HParam``: a default and, for random search, a sampler.  DomainBed
 distinguishes "small image" (MNIST-like) from large-image datasets; ``large`` holds the other
 default/sampler where they differ.  Draws follow DomainBed: hparams_seed 0 gives the defaults,
-any other seed draws each name from ``RandomState(seed_hash(hparams_seed, name))``, so a draw
-depends only on (algorithm, dataset, hparams_seed) and never on the trial seed.
+any other seed draws each name from ``RandomState(seed_hash(seed, name))``.  The trainer picks
+the seed (``trainer.draw_seed``): from (dataset, algorithm, hparams_seed) by default, or from
+(hparams_seed, trial_seed) as DomainBed does when a run sets ``hparams_per_trial``.
 """
 from __future__ import annotations
 

@@ -37,11 +37,11 @@ def split(acc, wga=None, groups=None):
 
 
 def record(step, *, dataset=TOY, algorithm="ERM", hparams_seed=0, trial_seed=0, hparams=None,
-           val=None, test_id=0.9, test=None, epoch=None, stage=None):
+           val=None, test_id=0.9, test=None, epoch=None, stage=None, per_trial=False):
     """One record; ``val`` / ``test`` are (acc, wga) pairs or a plain acc (no groups);
     ``stage`` = (stage, num_stages), or None for a record from before records named it."""
     args = RunArgs(dataset["name"], algorithm, dict(dataset["args"]), dict(hparams or {}),
-                   hparams_seed, trial_seed, trial_seed, epochs=4)
+                   hparams_seed, trial_seed, trial_seed, epochs=4, hparams_per_trial=per_trial)
     metrics = {"test_id": split(test_id, test_id)}
     for name, value in (("val", val), (dataset["ood_split"], test)):
         if value is not None:
@@ -100,6 +100,60 @@ def test_selection_picks_checkpoint_and_one_draw_for_all_seeds(sweep_dir, method
         (0, draw, step), (1, draw, step)]
     assert sorted(chosen.ood_acc) == [ood_of(step, draw, 0), ood_of(step, draw, 1)]
     assert set(chosen.draws) == {2}
+
+
+def offset_sweep(root: Path, per_trial: bool) -> pd.DataFrame:
+    """``sweep_dir`` with the offsets on test accuracy too, so that for every method (the oracle
+    included) draw 0 is best for trial seed 0, draw 1 for trial seed 1, and draw 1 on average."""
+    for (h, t), off in VAL_OFFSET.items():
+        write_run(root, [record(s, hparams_seed=h, trial_seed=t, per_trial=per_trial,
+                                val=(acc + off, wga + off), test=(ood_of(s, h, t) + off, 0.05 * s))
+                         for s, (acc, wga) in VAL_CURVE.items()])
+    return reader.read_runs([root]).records
+
+
+@pytest.mark.parametrize("method, step", [
+    ("last", 4), ("best_val_acc", 1), ("training_domain_val", 1), ("best_val_wga", 2),
+    ("best_val_mean_aa_wga", 3), ("oracle", 4), ("early_stop_val_acc@0.7", 1)])
+def test_per_trial_search_selects_each_trial_seeds_own_best_draw(tmp_path, method, step):
+    """DomainBed's search: the best draw per (cell, trial seed) by that seed's own score."""
+    m = selection.parse_methods(method)[0]
+    per_trial = selection.select(offset_sweep(tmp_path / "per_trial", True), m).runs
+    shared = selection.select(offset_sweep(tmp_path / "shared", False), m).runs
+    assert sorted(zip(per_trial.trial_seed, per_trial.hparams_seed, per_trial.step)) == [
+        (0, 0, step), (1, 1, step)]
+    assert sorted(zip(shared.trial_seed, shared.hparams_seed)) == [(0, 1), (1, 1)]  # one for both
+    assert set(per_trial.draws) == {2}
+
+
+def test_per_trial_table_summarizes_each_seeds_selected_run_and_says_so(tmp_path):
+    sel = selection.select(offset_sweep(tmp_path, True), selection.METHODS["training_domain_val"])
+    metrics = tables.parse_metrics("ood_acc")
+    [row] = tables.aggregate(sel, metrics, False).to_dict("records")
+    chosen = [100 * (ood_of(1, 0, 0) + VAL_OFFSET[0, 0]), 100 * ood_of(1, 1, 1)]
+    assert (row["hparams_seed"], row["n"], row["draws"]) == ("0/1", 2, 2)
+    assert row["ood_acc_mean"] == pytest.approx(sum(chosen) / 2)
+    assert row["ood_acc_std"] == pytest.approx(abs(chosen[0] - chosen[1]) / math.sqrt(2))
+    agg = tables.aggregate(sel, metrics, False)
+    text = tables.render([tables.Section(sel, agg)], tables.MARKDOWN, metrics, [], False, False, "")
+    assert "per grid cell and trial seed" in text and "averaged over trial seeds" not in text
+    table_end = text.index("Cells: mean ± std")
+    assert "Hyperparameter search: per trial seed, as DomainBed's" in text[table_end:]
+    assert "| 0/1 " in text
+
+
+def test_shared_and_per_trial_runs_are_separate_cells(tmp_path):
+    offset_sweep(tmp_path, True)
+    records = offset_sweep(tmp_path, False)
+    assert records["cell"].nunique() == 2
+    sel = selection.select(records, selection.METHODS["oracle"])
+    agg = tables.aggregate(sel, tables.parse_metrics("ood_acc"), False)
+    assert sorted(zip(agg.hparams_per_trial, agg.hparams_seed.astype(str))) == [
+        (False, "1"), (True, "0/1")]
+    text = tables.render([tables.Section(sel, agg)], tables.MARKDOWN, tables.parse_metrics("ood_acc"),
+                         [], False, False, "")
+    assert "hparams_per_trial=True rows" in text and "Other rows: the shared search" in text
+    assert "averaged over trial seeds" in text and "per grid cell and trial seed" in text
 
 
 def test_checkpoint_ties_keep_the_earliest_and_draw_ties_the_lowest_seed(tmp_path):

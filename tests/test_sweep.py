@@ -516,6 +516,38 @@ def test_dry_run_prints_train_commands_that_reproduce_the_jobs(tmp_path, capsys)
     assert "3 ran" in capsys.readouterr().out  # the hand-run job is the sweep's own job
 
 
+def test_hparams_per_trial_key_reaches_every_job_and_defaults_off(tmp_path):
+    base = "datasets: [toy]\nalgorithms: [ERM]\nn_hparams: 2\ntrial_seeds: [0, 1]\n"
+    off = load_sweep(write(tmp_path, base, "off.yaml")).runs()
+    on = load_sweep(write(tmp_path, base + "hparams_per_trial: true\n", "on.yaml")).runs()
+    assert len(on) == len(off) == 4
+    assert all(r.hparams_per_trial for r in on) and not any(r.hparams_per_trial for r in off)
+    assert {r.run_id() for r in on}.isdisjoint({r.run_id() for r in off})
+    with pytest.raises(UserError, match="hparams_per_trial must be true or false"):
+        load_sweep(write(tmp_path, base + "hparams_per_trial: per_trial\n", "bad.yaml"))
+
+
+def test_only_the_domainbed_sweep_searches_per_trial():
+    """DomainBed's protocol draws hparams per trial seed; the other papers' sweeps share draws."""
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        runs = load_sweep(path).runs()
+        assert {r.hparams_per_trial for r in runs} == {path.stem == "domainbed_cmnist"}, path.name
+
+
+def test_dry_run_command_keeps_the_per_trial_search(tmp_path, capsys):
+    path = write(tmp_path, TOY.format(steps=10, freq=10) + "n_hparams: 2\nhparams_per_trial: true\n")
+    out = tmp_path / "out"
+    assert cli("sweep", "launch", path, "--output-root", out, "--dry-run") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("domainbed-sc train")]
+    assert len(lines) == 8 and all("--hparams-per-trial" in line for line in lines)
+    argv = shlex.split(lines[-1])[1:] + ["--quiet"]
+    argv[argv.index("--device") + 1] = "cpu"
+    assert main(argv) == 0
+    _, jobs = sweep_jobs(path, out)
+    [record] = read_records(jobs[-1].dir / RESULTS)
+    assert record["args"] == jobs[-1].args.as_dict() and record["args"]["hparams_per_trial"] is True
+
+
 @pytest.mark.real_data
 def test_real_data_sweep_on_mnist_cifar(tmp_path, real_data_dir):
     path = write(tmp_path, "datasets: [{name: mnist_cifar, dataset_args: {n_backgrounds: 1}}]\n"

@@ -7,10 +7,10 @@ that are not records, other ``*.jsonl`` files and second copies of a run are cou
 ``Skipped`` and reported under the tables.
 
 Columns: run identity (``run``, ``name``, ``run_id``, ``dataset``, ``algorithm``, seeds,
-``epochs``, ``steps``, ``checkpoint_freq``), ``sweep_selection`` (the comma-separated selection
+``epochs``, ``steps``, ``checkpoint_freq``, ``hparams_per_trial``), ``sweep_selection`` (the comma-separated selection
 methods the run's sweep files name, from ``.sweeps/*.json`` beside the run; "" for none), ``step``, ``epoch``, ``stage`` and
 ``num_stages`` (1 and 1 for records written before records named their stage), the grid ``cell`` (a hash of dataset,
-resolved dataset args, algorithm, fixed hparam overrides and those three), ``arg:<k>`` for
+resolved dataset args, algorithm, fixed hparam overrides, those three and the search), ``arg:<k>`` for
 each resolved dataset argument and ``hp:<k>`` for each hparam override, and per split role
 (``val``, ``oracle``, ``id``, ``ood``) the split name ``<role>_split`` and ``<role>_<field>``
 for acc, wga, acc_gmean, acc_adj (NaN where the split or field is missing); ``id_group_acc`` /
@@ -181,8 +181,9 @@ def record_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "run": str(run_dir), "name": run_dir.name, "run_id": args.run_id(),
         "dataset": args.dataset, "algorithm": args.algorithm,
         "hparams_seed": args.hparams_seed, "trial_seed": args.trial_seed,
-        "data_seed": args.data_seed, **length,
-        "cell": stable_hash([args.dataset, data_args, args.algorithm, args.hparams, length]),
+        "data_seed": args.data_seed, **length, "hparams_per_trial": args.hparams_per_trial,
+        "cell": stable_hash([args.dataset, data_args, args.algorithm, args.hparams, length,
+                             *(["per_trial"] if args.hparams_per_trial else [])]),
         "step": int(rec["step"]), "epoch": _number(rec.get("epoch")),
         "stage": int(rec.get("stage", 1)), "num_stages": int(rec.get("num_stages", 1)),
         "wall_time": _number(rec.get("wall_time")),

@@ -6,14 +6,17 @@ best one (the earliest on ties); only checkpoints of a method's final stage are 
 Then, per grid cell (dataset, dataset args, algorithm, fixed hparam overrides, training
 length), it averages the kept checkpoints' hparams score over the trial seeds of each hparams
 draw and keeps the best draw (the lowest hparams_seed on ties), so every trial seed of a cell
-reports the same hyperparameters.  A method whose score a dataset cannot give (no validation
-split, no group labels on it) is "not applicable" there.
+reports the same hyperparameters (the suite's default, shared search).  Runs with DomainBed's
+search (``hparams_per_trial``: each trial seed drew its own hparams) are chosen as DomainBed's
+``SelectionMethod.hparams_accs`` does, per (cell, trial seed): the draw best by that trial
+seed's own score, so each trial seed reports its own draw.  A method whose score a dataset
+cannot give (no validation split, no group labels on it) is "not applicable" there.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,7 +40,7 @@ class Method:
     name: str
     label: str
     checkpoint: Score  # maximised over a run's checkpoints
-    hparams: Score  # averaged over trial seeds, maximised over hparams draws
+    hparams: Score  # averaged over trial seeds (per trial seed: see select), maximised over draws
     checkpoint_doc: str
     hparams_doc: str
     needs: str  # what a dataset must have, for the not-applicable message
@@ -46,9 +49,18 @@ class Method:
     fell_back: Callable[[pd.DataFrame], pd.Series] | None = None
     fallback_doc: str = ""
 
-    def describe(self) -> str:
-        return (f"Checkpoint: {self.checkpoint_doc}. Hyperparameters: per grid cell, the draw with "
-                f"the best {self.hparams_doc}, averaged over trial seeds (same draw for all seeds).")
+    def describe(self, searches: Iterable[bool] = (False,)) -> str:
+        """``searches``: the ``hparams_per_trial`` values of the runs described."""
+        hparams = "; ".join(SEARCH_DOC[s].format(self.hparams_doc) for s in sorted(set(searches)))
+        return f"Checkpoint: {self.checkpoint_doc}. Hyperparameters: {hparams}."
+
+
+#: how a cell's draw is chosen, by ``hparams_per_trial``
+SEARCH_DOC = {
+    False: "per grid cell, the draw with the best {}, averaged over trial seeds (same draw for all seeds)",
+    True: "per grid cell and trial seed, the draw with the best {} of that trial seed's run "
+          "(DomainBed's search: each trial seed drew its own hyperparameters)",
+}
 
 
 def first_reaching(threshold: float) -> Score:
@@ -197,7 +209,8 @@ class Selected:
 
     def describe(self) -> str:
         stops = self.stopping is not None and self.method.stops_early
-        return self.method.describe() + (" " + self.stopping.describe() if stops else "")
+        searches = self.all_draws["hparams_per_trial"] if len(self.all_draws) else (False,)
+        return self.method.describe(searches) + (" " + self.stopping.describe() if stops else "")
 
 
 def final_stage(records: pd.DataFrame) -> pd.DataFrame:
@@ -221,22 +234,34 @@ def best_checkpoints(records: pd.DataFrame, method: Method,
 
 def select(records: pd.DataFrame, method: Method,
            stopping: EarlyStopping | None = None) -> Selected:
+    """Each cell's chosen draw: one for the cell, or one per trial seed for per-trial cells."""
     kept = best_checkpoints(records, method, stopping)
     out = Selected(method, stopping, records.iloc[:0].assign(draws=0), kept)
     chosen = []
     for cell, cell_records in records.groupby("cell", sort=False):
         picked = kept[kept["cell"] == cell]
-        draws = cell_records["hparams_seed"].nunique()
-        if picked.empty:
-            out.not_applicable.append(NotApplicable(cell_records.iloc[0], f"needs {method.needs}"))
-            continue
-        means = method.hparams(picked).groupby(picked["hparams_seed"]).mean()
-        if draws > 1 and means.isna().all():
-            out.not_applicable.append(NotApplicable(
-                cell_records.iloc[0], f"needs {method.needs} to choose among {draws} hparams draws"))
-            continue
-        best = means.idxmax() if draws > 1 else picked["hparams_seed"].iloc[0]
-        chosen.append(picked[picked["hparams_seed"] == best].assign(draws=draws))
+        groups = [(cell_records, picked)]
+        if cell_records["hparams_per_trial"].iloc[0]:  # the cell hash holds the search
+            groups = [(seed_records, picked[picked["trial_seed"] == seed])
+                      for seed, seed_records in cell_records.groupby("trial_seed")]
+        results = [choose(group, group_picked, method) for group, group_picked in groups]
+        runs = [r for r in results if isinstance(r, pd.DataFrame)]
+        chosen += runs  # a trial seed that cannot choose is left out (n counts the rest)
+        if not runs:
+            out.not_applicable.append(results[0])
     if chosen:
         out.runs = pd.concat(chosen)
     return out
+
+
+def choose(records: pd.DataFrame, picked: pd.DataFrame, method: Method) -> pd.DataFrame | NotApplicable:
+    """The kept runs (``picked``) of the best of the draws in ``records``, by their mean hparams
+    score (the lowest hparams_seed on ties), with ``draws``: how many there were."""
+    draws = records["hparams_seed"].nunique()
+    if picked.empty:
+        return NotApplicable(records.iloc[0], f"needs {method.needs}")
+    means = method.hparams(picked).groupby(picked["hparams_seed"]).mean()
+    if draws > 1 and means.isna().all():
+        return NotApplicable(records.iloc[0], f"needs {method.needs} to choose among {draws} hparams draws")
+    best = means.idxmax() if draws > 1 else picked["hparams_seed"].iloc[0]
+    return picked[picked["hparams_seed"] == best].assign(draws=draws)

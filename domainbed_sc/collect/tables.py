@@ -19,6 +19,8 @@ from .reader import LENGTH
 from .selection import Method, Selected, parse_names
 from .stats import summarize
 
+#: run arguments that are part of a cell besides its dataset args and hparam overrides
+GRID_RUN_ARGS = (*LENGTH, "hparams_per_trial")
 #: SPEC §1.1: a run is dead when its ID accuracy (at the selected checkpoint) is below 20 %
 DEAD_ACC = 0.2
 
@@ -61,7 +63,7 @@ def parse_metrics(text: str) -> list[Metric]:
 def identity(row: pd.Series) -> dict[str, Any]:
     """The columns that name a grid cell (and the splits, for the definitions)."""
     keys = [k for k in row.index if k.startswith(("arg:", "hp:"))]
-    names = ["dataset", "algorithm", "cell", *LENGTH, "val_split", "id_split", "ood_split",
+    names = ["dataset", "algorithm", "cell", *GRID_RUN_ARGS, "val_split", "id_split", "ood_split",
              "num_stages", *keys]
     return {k: row[k] for k in names}
 
@@ -75,8 +77,8 @@ def aggregate(selected: Selected, metrics: list[Metric], exclude_dead: bool) -> 
     for _, runs in selected.runs.groupby("cell", sort=False):
         dead = runs["id_acc"] < DEAD_ACC  # NaN (no ID split) is never dead
         kept = runs[~dead] if exclude_dead else runs
-        row = {**identity(runs.iloc[0]), "hparams_seed": runs["hparams_seed"].iloc[0],
-               "draws": runs["draws"].iloc[0], "n": len(kept),
+        row = {**identity(runs.iloc[0]), "hparams_seed": chosen_draws(runs),
+               "draws": runs["draws"].max(), "n": len(kept),
                "dead": int(dead.sum()) if runs["id_acc"].notna().any() else math.nan,
                "fallback": int(runs["fallback"].sum()), "note": ""}
         for m in metrics:
@@ -94,6 +96,12 @@ def aggregate(selected: Selected, metrics: list[Metric], exclude_dead: bool) -> 
     return table.iloc[order].reset_index(drop=True)
 
 
+def chosen_draws(runs: pd.DataFrame) -> Any:
+    """The cell's hparams_seed, or per-trial cells' seeds by trial seed ("3/7/12") if they differ."""
+    seeds = runs.sort_values("trial_seed").drop_duplicates("trial_seed")["hparams_seed"]
+    return seeds.iloc[0] if seeds.nunique() == 1 else "/".join(str(int(h)) for h in seeds)
+
+
 def stat_columns(metrics: list[Metric]) -> list[str]:
     return [f"{m.key}_{s}" for m in metrics for s in ("mean", "std", "ci95", "n")]
 
@@ -102,7 +110,7 @@ def sort_key(row: pd.Series) -> tuple:
     """Dataset, then dataset args (e.g. N), then algorithm, then hparam overrides."""
     args = [k for k in row.index if k.startswith("arg:")]
     hps = [k for k in row.index if k.startswith("hp:")]
-    return tuple(_order(row[k]) for k in ["dataset", *args, "algorithm", *hps, *LENGTH])
+    return tuple(_order(row[k]) for k in ["dataset", *args, "algorithm", *hps, *GRID_RUN_ARGS])
 
 
 def _order(v: Any) -> tuple:
@@ -143,7 +151,7 @@ def stat_text(row: pd.Series, key: str, ci: bool) -> str:
 
 def grid_columns(table: pd.DataFrame, prefixes: tuple[str, ...] = ("arg:", "hp:")) -> list[str]:
     """The grid columns (and training lengths) whose values differ between the table's rows."""
-    cols = [c for c in table.columns if c.startswith(prefixes)] + list(LENGTH)
+    cols = [c for c in table.columns if c.startswith(prefixes)] + list(GRID_RUN_ARGS)
     return [c for c in cols if c in table and table[c].astype(str).nunique(dropna=False) > 1]
 
 
@@ -301,7 +309,7 @@ def dataset_blocks(dataset: str, agg: pd.DataFrame, fmt: Format, metrics: list[M
 def remarks(agg: pd.DataFrame, method: Method, fmt: Format) -> list[str]:
     """Lines under a dataset's table: which checkpoints multi-stage methods were selected from,
     and the runs where the method fell back to its second choice."""
-    lines = []
+    lines = search_lines(agg)
     multi = sorted(set(agg.loc[agg["num_stages"].fillna(1) > 1, "algorithm"]))
     if multi:
         lines.append(f"Multi-stage methods ({', '.join(multi)}): only checkpoints of their final "
@@ -313,6 +321,20 @@ def remarks(agg: pd.DataFrame, method: Method, fmt: Format) -> list[str]:
     return [fmt.text(" ".join(lines))] if lines else []
 
 
+def search_lines(agg: pd.DataFrame) -> list[str]:
+    """Which hyperparameter search the rows used, where any used DomainBed's per-trial one."""
+    per_trial = agg["hparams_per_trial"].fillna(False).astype(bool)
+    if not per_trial.any():
+        return []  # the shared search alone: the selection's description says it
+    mixed = not per_trial.all()
+    return [f"Hyperparameter search{' (hparams_per_trial=True rows)' if mixed else ''}: per trial "
+            "seed, as DomainBed's: each trial seed drew its own hyperparameters and kept the draw "
+            "best by its own score; hparams_seed gives each trial seed's choice (in trial-seed "
+            "order) where they differ, and each cell summarizes the runs the trial seeds "
+            "selected."] + (["Other rows: the shared search (one draw for all trial seeds, "
+                                 "chosen by its score averaged over them)."] if mixed else [])
+
+
 def render_csv(sections: list[Section], metrics: list[Metric]) -> str:
     """One tidy row per (selection, grid cell), numbers in percent at full precision."""
     frames = [sec.agg.assign(selection=sec.selected.method.name)
@@ -321,6 +343,6 @@ def render_csv(sections: list[Section], metrics: list[Metric]) -> str:
         return ""
     table = pd.concat(frames, ignore_index=True)
     grid = [c for c in table.columns if c.startswith(("arg:", "hp:"))]
-    cols = ["selection", "dataset", "algorithm", *grid, *LENGTH, "hparams_seed", "draws",
+    cols = ["selection", "dataset", "algorithm", *grid, *GRID_RUN_ARGS, "hparams_seed", "draws",
             "n", "dead", *stat_columns(metrics), "note"]
     return table.reindex(columns=cols).to_csv(index=False)

@@ -213,6 +213,8 @@ def train_command(job: Job, env: JobEnv) -> str:
     for flag, value in (("--steps", a.steps), ("--epochs", a.epochs), ("--checkpoint-freq", a.checkpoint_freq)):
         if value is not None:
             cmd += [flag, str(value)]
+    if a.hparams_per_trial:
+        cmd.append("--hparams-per-trial")
     cmd += ["--output-dir", str(job.dir), "--data-dir", str(env.data_dir), "--device", env.device]
     return shlex.join(cmd)
 

@@ -14,6 +14,7 @@ Layout (every key optional except ``datasets`` and ``algorithms``; an unknown ke
     hparams: {batch_size: 64}       # fixed for every job
     grid: {lr: [0.001, 0.005]}      # grid over hparams for every job
     n_hparams: 1                    # random draws per point; hparams_seed 0 = the defaults
+    hparams_per_trial: false        # true: DomainBed's search, each trial seed its own draws
     trial_seeds: [42, 8, 777]
     data_seeds: trial               # or a list; "trial" = data seed equals trial seed
     epochs: 10                      # or steps: 5001
@@ -132,6 +133,7 @@ class Sweep:
     checkpoint_freq: int | None = None
     resources: Resources = field(default_factory=Resources)
     selection: list[str] = field(default_factory=list)  # collect's methods for these runs
+    hparams_per_trial: bool = False  # RunArgs.hparams_per_trial of every job
 
     def seed_pairs(self) -> list[tuple[int, int]]:
         if self.data_seeds == "trial":
@@ -149,7 +151,8 @@ class Sweep:
                         hparams = {**self.hparams, **ds.hparams, **alg.hparams, **point}
                         for hseed, (trial, data) in itertools.product(range(draws), self.seed_pairs()):
                             args = RunArgs(ds.name, alg.name, dict(ds_args), dict(hparams), hseed,
-                                           trial, data, self.steps, self.epochs, self.checkpoint_freq)
+                                           trial, data, self.steps, self.epochs, self.checkpoint_freq,
+                                           self.hparams_per_trial)
                             out.setdefault(args.run_id(), args)
         return list(out.values())
 
@@ -162,7 +165,7 @@ def grid_points(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
 
 # -- parsing ---------------------------------------------------------------------------------
 TOP_KEYS = {"datasets", "algorithms", "hparams", "grid", "n_hparams", "trial_seeds", "data_seeds",
-            "steps", "epochs", "checkpoint_freq", "resources", "selection"}
+            "steps", "epochs", "checkpoint_freq", "resources", "selection", "hparams_per_trial"}
 DATASET_KEYS = {"name", "dataset_args", "grid", "hparams"}
 ALGORITHM_KEYS = {"name", "hparams", "grid", "n_hparams"}
 
@@ -206,6 +209,7 @@ def parse_sweep(raw: Any, name: str) -> Sweep:
         checkpoint_freq=_optional(raw, "checkpoint_freq", _positive_int),
         resources=Resources.parse(raw.get("resources"), "resources"),
         selection=_selection(raw.get("selection")),
+        hparams_per_trial=_bool(raw.get("hparams_per_trial", False), "hparams_per_trial"),
     )
 
 
@@ -284,6 +288,12 @@ def _optional(raw: dict[str, Any], key: str, check: Callable[[Any, str], Any]) -
 def _positive_int(raw: Any, where: str) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
         raise UserError(f"{where} must be a positive integer, got {raw!r}")
+    return raw
+
+
+def _bool(raw: Any, where: str) -> bool:
+    if not isinstance(raw, bool):
+        raise UserError(f"{where} must be true or false, got {raw!r}")
     return raw
 
 

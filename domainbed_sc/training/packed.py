@@ -54,8 +54,9 @@ def declares_packable(cls: type[Algorithm]) -> bool:
 def pack_key(args: RunArgs) -> str | None:
     """Runs with equal keys can share a pack; None for a run that cannot be packed.
 
-    The key leaves out only the trial and data seeds, so equal keys also mean equal resolved
-    hyperparameters.
+    The key leaves out only the trial and data seeds (the data seed only, under
+    ``hparams_per_trial``, whose draw depends on the trial seed), so equal keys also mean equal
+    resolved hyperparameters.
     """
     cls = ALGORITHMS.get(args.algorithm)
     if not declares_packable(cls):
@@ -66,7 +67,9 @@ def pack_key(args: RunArgs) -> str | None:
             hp["arch"], tuple(ds_cls.input_shape), hp["resnet_dropout"]):
         return None
     d = args.as_dict()
-    del d["trial_seed"], d["data_seed"]
+    del d["data_seed"]
+    if not args.hparams_per_trial:
+        del d["trial_seed"]
     return repr(sorted(d.items()))
 
 

@@ -40,6 +40,9 @@ class RunArgs:
     steps: int | None = None
     epochs: float | None = None
     checkpoint_freq: int | None = None  # steps; default one epoch (or 100 steps with --steps)
+    #: DomainBed's search: each trial seed draws its own hparams and selects among them (see
+    #: ``trainer.draw_seed``); False, the suite's default, shares each draw across trial seeds
+    hparams_per_trial: bool = False
 
     def __post_init__(self) -> None:
         """Run lengths must be positive: a run of 0 or -5 steps would "finish" untrained."""
@@ -51,9 +54,16 @@ class RunArgs:
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
                                    or not 0 < epochs < math.inf):
             raise UserError(f"epochs must be a positive number (got {epochs!r})")
+        if not isinstance(self.hparams_per_trial, bool):
+            raise UserError(f"hparams_per_trial must be true or false (got {self.hparams_per_trial!r})")
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The arguments; ``hparams_per_trial`` only where set, so that runs from before it
+        existed (and runs that leave it off) keep their dict, hence their id and directory."""
+        d = dataclasses.asdict(self)
+        if not self.hparams_per_trial:
+            del d["hparams_per_trial"]
+        return d
 
     def run_id(self) -> str:
         return args_id(self.as_dict())
@@ -61,7 +71,8 @@ class RunArgs:
     def readable_name(self) -> str:
         parts = [self.dataset, *(f"{k}{v}" for k, v in sorted(self.dataset_args.items())),
                  self.algorithm, *(f"{k}{v}" for k, v in sorted(self.hparams.items())),
-                 f"h{self.hparams_seed}", f"t{self.trial_seed}", f"d{self.data_seed}"]
+                 f"h{self.hparams_seed}", f"t{self.trial_seed}", f"d{self.data_seed}",
+                 *(["pertrial"] if self.hparams_per_trial else [])]
         name = "_".join(str(p) for p in parts)
         return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in name)[:120]
 

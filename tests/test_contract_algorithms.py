@@ -1,9 +1,11 @@
 """The algorithm contract, for every registered algorithm (timm-style tests over the registry).
 
-Each algorithm is matched with a tiny dataset from what it declares: the first of TINY whose
-labels cover what it requires (``required_labels`` and its sampler's, via the trainer's own
-``check_requirements``) and the smallest backbone it accepts, the dataset's default first.  A
-new algorithm gets these tests without writing any; one that matches no tiny dataset fails.
+Each algorithm is matched with a tiny configuration from what it declares, never from a list
+kept here: the first dataset of TINY and the first backbone (the dataset's default, then the
+smallest first) that the trainer accepts for it, i.e. a run starts (its labels, ``requires`` /
+``required_labels`` and its sampler's, are provided; its constructor takes the backbone) and
+its first epoch hook passes (e.g. ChromaVAE's Bernoulli likelihood wants pixels in [0, 1]).  A
+new algorithm gets these tests without writing any; one that matches no configuration fails.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from domainbed_sc.errors import UserError
 from domainbed_sc.networks import FEATURIZERS, build_featurizer
 from domainbed_sc.training.records import RunArgs
 from domainbed_sc.training.trainer import Run, RunOptions, split_envs
+
 
 class ToyUnitRange(Toy):
     """The toy data squashed into [0, 1] (a sigmoid), for methods that model pixels as
@@ -85,9 +88,9 @@ def tiny_config(name: str, tmp_path) -> tuple[str, dict]:
     pytest.fail(f"algorithm {name} matches no tiny dataset of {sorted(TINY)}: {'; '.join(refusals)}")
 
 
-def build(name: str, tmp_path, device: str = DEVICE) -> Run:
+def build(name: str, tmp_path) -> Run:
     dataset, hparams = tiny_config(name, tmp_path)
-    return Run(run_args(name, dataset, hparams), RunOptions(tmp_path, tmp_path / "data", device))
+    return Run(run_args(name, dataset, hparams), RunOptions(tmp_path, tmp_path / "data", DEVICE))
 
 
 def first_batches(run: Run, step: int = 0):

@@ -145,3 +145,18 @@ def test_a_dataset_without_a_builder_fails_by_name(request, tmp_path):
         assert "unbuildable_for_contract_test" in [p.values[0] for p in params()]
         with pytest.raises(pytest.fail.Exception, match="unbuildable_for_contract_test has no"):
             build("unbuildable_for_contract_test", request, tmp_path)
+
+
+@pytest.mark.parametrize("fault", ["g", "provides"])
+def test_the_contract_checks_catch_a_broken_dataset(tmp_path, fault):
+    """The checks above fail on a dataset whose g is not y·S + s, or that provides a label
+    its training split does not hold."""
+    ds = load_dataset("toy", {"n_train": 16, "n_test": 8}, 0, tmp_path)
+    train = ds.splits["train"]
+    with pytest.raises(AssertionError):
+        if fault == "g":
+            train.g = train.g.flip(0)
+            check_labels(ds, "train", train)
+        else:
+            train.e = torch.full_like(train.e, -1)
+            test_provides_is_what_the_training_split_holds(ds)

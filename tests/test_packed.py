@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from domainbed_sc.algorithms import register_algorithm
+from domainbed_sc.algorithms import ALGORITHMS
 from domainbed_sc.algorithms.erm import ERM
 from domainbed_sc.cli import main
-from domainbed_sc.datasets import register_dataset
+from domainbed_sc.datasets import DATASETS
 from domainbed_sc.datasets.toy import Toy
 from domainbed_sc.errors import UserError
 from domainbed_sc.training.packed import pack_key, train_packed
@@ -18,7 +18,6 @@ from domainbed_sc.training.records import CHECKPOINT, DONE, RESULTS, RunArgs, re
 from domainbed_sc.training.trainer import Run, RunOptions, train
 
 
-@register_dataset("toy_lenet")
 class ToyLenet(Toy):
     """The toy data upsampled to 2×32×32, so that LeNet-5 (the thesis network) fits."""
 
@@ -31,18 +30,25 @@ class ToyLenet(Toy):
             split.x = F.interpolate(split.x, scale_factor=4, mode="nearest")
 
 
-@register_algorithm("ERMSubclassForPackTest")
 class ERMSubclass(ERM):
     """Inherits ``packable`` but does not declare it: it may have changed ``update``."""
 
 
-@register_algorithm("ERMDropoutForPackTest")
 class ERMDropout(ERM):
     packable = True
 
     def __init__(self, task, hparams):
         super().__init__(task, hparams)
         self.classifier = nn.Sequential(nn.Dropout(0.5), self.classifier)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registered():
+    """This module's dataset and algorithms, registered while its tests run and only then."""
+    with DATASETS.temporary("toy_lenet", ToyLenet), \
+            ALGORITHMS.temporary("ERMSubclassForPackTest", ERMSubclass), \
+            ALGORITHMS.temporary("ERMDropoutForPackTest", ERMDropout):
+        yield
 
 
 SEEDS = [(0, 0), (1, 0), (2, 1)]  # (trial, data): two runs share a dataset, one has its own

@@ -52,7 +52,8 @@ def records() -> pd.DataFrame:
         for step, stage, val_acc, val_wga, oracle_acc in checkpoints:
             rows.append({**VALUES, **dict.fromkeys(LENGTH), "run": run, "cell": "c",
                          "dataset": "toy", "algorithm": "ERM", "hparams_seed": hseed,
-                         "trial_seed": 0, "step": step, "epoch": float(step), "stage": stage,
+                         "trial_seed": 0, "hparams_per_trial": False, "step": step,
+                         "epoch": float(step), "stage": stage,
                          "num_stages": stages, "val_split": "val", "id_split": "val",
                          "ood_split": "test", "val_acc": val_acc, "val_wga": val_wga,
                          "oracle_acc": oracle_acc})

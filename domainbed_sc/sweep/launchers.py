@@ -39,7 +39,7 @@ from ..errors import UserError
 from .jobs import Job, JobEnv, JobState, Outcome, error_line, read_state, set_job_id, write_state
 from .packing import group_packs, run_unit
 from .spec import Resources
-from .status import JobStatus, job_statuses
+from .status import INTERRUPTED, JobStatus, job_statuses
 
 
 def report(job: Job, outcome: Outcome, seconds: float) -> None:
@@ -165,7 +165,9 @@ class SlurmLauncher:
         if shutil.which("sbatch") is None:
             raise UserError("slurm launcher: sbatch not found (is SLURM installed, and SLURM_CONF set?)")
         r = self.resources
-        executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
+        # submitit gives up after max_num_timeout time limits (3 by default); preemptions never
+        executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm",
+                                         slurm_max_num_timeout=r.max_requeues)
         params: dict[str, Any] = dict(
             name=self.job_name, timeout_min=r.time, cpus_per_task=r.cpus,
             slurm_array_parallelism=r.array_parallelism, slurm_signal_delay_s=r.signal_delay_s,
@@ -231,9 +233,9 @@ LAUNCHERS = ("local", "parallel", "slurm", "dry")
 
 
 def select(statuses: list[JobStatus], failed_only: bool = False) -> list[Job]:
-    """What a launch runs: failed and never-launched jobs (only failed ones for relaunch
-    --failed).  Done, queued and running jobs are left alone."""
-    wanted = {"failed"} if failed_only else {"failed", "not launched"}
+    """What a launch runs: failed, interrupted and never-launched jobs (only failed and
+    interrupted ones for relaunch --failed).  Done, queued and running jobs are left alone."""
+    wanted = {"failed", INTERRUPTED} | (set() if failed_only else {"not launched"})
     return [s.job for s in statuses if s.state in wanted]
 
 

@@ -1,0 +1,250 @@
+"""Fault injection: kill, corrupt and race a toy sweep, then check that nothing was lost or mixed.
+
+    python benchmarks/fault_injection.py [--rounds 12] [--jobs 50] [--steps 20] [--seed 0]
+        [--faults kill_launcher,kill_job,kill_all,race,truncate_record,corrupt_checkpoint]
+        [--keep DIR]
+
+Builds a sweep of ``--jobs`` toy jobs of a few steps, runs it once uninterrupted (the reference),
+then, ``--rounds`` times, launches it (local or parallel launcher, in subprocesses; sometimes two
+launches at once) and SIGKILLs the launcher, one job process (a parallel worker) or everything at
+a random moment; between rounds it tears the last line of an unfinished job's results.jsonl or
+writes random bytes into its checkpoint.pt.  Finally it relaunches until every job is done (at
+most 3 times) and checks:
+
+* every job is done, and finished once (its log has one "final step" line at most);
+* per job, the records' steps are strictly increasing and exactly the reference's: a missing step
+  is a record lost, a repeated or out-of-order one a record duplicated;
+* the records equal the reference run's, field by field except wall time.
+
+It prints the runs, the faults injected by kind, records lost, records duplicated, runs whose
+records differ from the reference and jobs not done, and exits 1 if any of those is non-zero.
+The defaults take a few minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from domainbed_sc.sweep import sweep_jobs  # noqa: E402
+from domainbed_sc.sweep.jobs import Job, is_claimed  # noqa: E402
+from domainbed_sc.training.records import CHECKPOINT, DONE, RESULTS  # noqa: E402
+
+SWEEP = """datasets: [{{name: toy, dataset_args: {{n_train: 64, n_test: 64}}}}]
+algorithms: [ERM]
+trial_seeds: {seeds}
+steps: {steps}
+checkpoint_freq: {freq}
+"""
+KILLS = ("kill_launcher", "kill_job", "kill_all")
+CORRUPTIONS = ("truncate_record", "corrupt_checkpoint")
+FAULTS = (*KILLS, "race", *CORRUPTIONS)
+MAX_DELAY_S = 12.0  # a kill lands at most this long after the launch (start-up takes a few s)
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def launch(sweep: Path, out: Path, launcher: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(sweep), "--output-root",
+           str(out), "--device", "cpu", "--launcher", launcher]
+    if launcher == "parallel":
+        cmd += ["--workers", "2"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            start_new_session=True)  # its own process group, workers included
+
+
+def workers(pid: int) -> list[int]:
+    """The spawned pool workers of a parallel launcher (not its resource tracker)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for child in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            pass
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def kill(proc: subprocess.Popen, kind: str, rng: random.Random) -> bool:
+    """SIGKILL the launcher, one of its job processes, or its whole group; False if it had ended."""
+    if proc.poll() is not None:
+        return False
+    if kind == "kill_job":
+        pool = workers(proc.pid)
+        if not pool:
+            return False
+        os.kill(rng.choice(pool), signal.SIGKILL)
+    elif kind == "kill_launcher":
+        proc.kill()
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return True
+
+
+def settle(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """Wait until every process of the round's groups has ended (orphaned workers finish their
+    job and leave); SIGKILL what is left after ``timeout``."""
+    deadline = time.time() + timeout
+    for proc in procs:
+        while time.time() < deadline and (proc.poll() is None or group_alive(proc.pid)):
+            time.sleep(0.05)
+        if proc.poll() is None or group_alive(proc.pid):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+
+
+def unfinished(jobs: list[Job], needs: str) -> list[Job]:
+    return [j for j in jobs if (j.dir / needs).exists() and not (j.dir / DONE).exists()
+            and not is_claimed(j.dir)]
+
+
+def corrupt(jobs: list[Job], kind: str, rng: random.Random) -> bool:
+    """Tear the last line of results.jsonl (a write cut short) or write random bytes into
+    checkpoint.pt, in an unfinished job that nothing is running."""
+    candidates = unfinished(jobs, RESULTS if kind == "truncate_record" else CHECKPOINT)
+    if not candidates:
+        return False
+    job = rng.choice(candidates)
+    if kind == "truncate_record":
+        path = job.dir / RESULTS
+        data = path.read_bytes()
+        start = data.rstrip(b"\n").rfind(b"\n") + 1  # the last line
+        path.write_bytes(data[:start + rng.randrange(1, max(2, len(data) - start - 1))])
+    else:
+        path = job.dir / CHECKPOINT
+        data = bytearray(path.read_bytes())
+        for _ in range(rng.randint(1, 64)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+    return True
+
+
+def one_round(sweep: Path, out: Path, jobs: list[Job], rng: random.Random, faults: set[str],
+              max_delay: float, counts: Counter) -> None:
+    race = "race" in faults and rng.random() < 0.3
+    launchers = [rng.choice(["local", "parallel"]) for _ in range(2 if race else 1)]
+    procs = [launch(sweep, out, name) for name in launchers]
+    counts["race"] += race
+    time.sleep(rng.uniform(0.3, min(max_delay, MAX_DELAY_S)))
+    kills = [k for k in KILLS if k in faults and (k != "kill_job" or "parallel" in launchers)]
+    if kills:
+        kind = rng.choice(kills)
+        victims = [p for p, name in zip(procs, launchers) if kind != "kill_job" or name == "parallel"]
+        counts[kind] += kill(rng.choice(victims), kind, rng)
+    settle(procs, timeout=20.0 if kills else 60.0 + 5 * max_delay)
+    for kind in CORRUPTIONS:
+        if kind in faults and rng.random() < 0.5:
+            counts[kind] += corrupt(jobs, kind, rng)
+
+
+def finish(sweep: Path, out: Path, jobs: list[Job], tries: int = 3) -> int:
+    """Relaunch until every job is done; the number of launches it took."""
+    for attempt in range(1, tries + 1):
+        launch(sweep, out, "local").wait()
+        if all((j.dir / DONE).exists() for j in jobs):
+            return attempt
+    return tries
+
+
+def records(job_dir: Path) -> list[dict]:
+    out = []
+    if (job_dir / RESULTS).exists():
+        for line in (job_dir / RESULTS).read_bytes().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            rec.pop("wall_time", None)
+            out.append(rec)
+    return out
+
+
+def check(jobs: list[Job], ref: dict[str, list[dict]]) -> dict[str, int]:
+    result = Counter()
+    for job in jobs:
+        got, want = records(job.dir), ref[job.name]
+        steps, expected = [r["step"] for r in got], [r["step"] for r in want]
+        result["records lost"] += len(set(expected) - set(steps))
+        repeated = len(steps) - len(set(steps))
+        out_of_order = sum(a > b for a, b in zip(steps, steps[1:]))
+        result["records duplicated"] += repeated + out_of_order
+        result["runs differing from the reference"] += got != want
+        result["jobs not done"] += not (job.dir / DONE).exists()
+        log = job.dir / "log.txt"
+        result["jobs finished more than once"] += (log.exists()
+                                                   and log.read_text().count("final step") > 1)
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--jobs", type=int, default=50)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--freq", type=int, default=4, help="checkpoint every FREQ steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
+    p.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    a = p.parse_args()
+    faults = {f.strip() for f in a.faults.split(",") if f.strip()}
+    if faults - set(FAULTS):
+        p.error(f"unknown fault(s) {', '.join(sorted(faults - set(FAULTS)))}")
+    rng = random.Random(a.seed)
+    root = Path(a.keep or tempfile.mkdtemp(prefix="fault_injection_"))
+    root.mkdir(parents=True, exist_ok=True)
+    sweep = root / "faults.yaml"
+    sweep.write_text(SWEEP.format(seeds=list(range(a.jobs)), steps=a.steps, freq=a.freq))
+    try:
+        t0 = time.time()
+        launch(sweep, root / "reference", "local").wait()
+        reference_s = time.time() - t0
+        _, ref_jobs = sweep_jobs(sweep, root / "reference")
+        ref = {j.name: records(j.dir) for j in ref_jobs}
+        if not all((j.dir / DONE).exists() for j in ref_jobs):
+            raise SystemExit("the reference sweep did not finish")
+        _, jobs = sweep_jobs(sweep, root / "faulty")
+        counts: Counter = Counter()
+        for _ in range(a.rounds):
+            one_round(sweep, root / "faulty", jobs, rng, faults, reference_s, counts)
+        launches = finish(sweep, root / "faulty", jobs)
+        result = check(jobs, ref)
+    finally:
+        if a.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"runs: {len(jobs)} ({a.steps} steps, a record every {a.freq}); reference sweep "
+          f"{reference_s:.1f} s; {a.rounds} rounds, then {launches} final launch(es)")
+    print("faults injected: " + ", ".join(f"{k} {counts[k]}" for k in FAULTS if k in faults))
+    for key in ("records lost", "records duplicated", "runs differing from the reference",
+                "jobs not done", "jobs finished more than once"):
+        print(f"{key}: {result[key]}")
+    return 1 if any(result.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Fault injection: kill, corrupt and race a toy sweep, then check that nothing was lost or mixed.
 
-    python benchmarks/fault_injection.py [--rounds 12] [--jobs 50] [--steps 20] [--seed 0]
+    python benchmarks/fault_injection.py [--rounds 12] [--jobs 50] [--steps 40] [--freq 4] [--seed 0]
         [--faults kill_launcher,kill_job,kill_all,race,truncate_record,corrupt_checkpoint]
         [--keep DIR]
 
@@ -90,14 +90,18 @@ def group_alive(pgid: int) -> bool:
 
 def kill(proc: subprocess.Popen, kind: str, rng: random.Random) -> bool:
     """SIGKILL the launcher, one of its job processes, or its whole group; False if it had ended."""
-    if proc.poll() is not None:
-        return False
-    if kind == "kill_job":
+    if kind == "kill_job":  # the pool starts a few seconds after the launcher
+        deadline = time.time() + 5
+        while not workers(proc.pid) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
         pool = workers(proc.pid)
         if not pool:
             return False
         os.kill(rng.choice(pool), signal.SIGKILL)
-    elif kind == "kill_launcher":
+        return True
+    if proc.poll() is not None:
+        return False
+    if kind == "kill_launcher":
         proc.kill()
     else:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -124,12 +128,12 @@ def unfinished(jobs: list[Job], needs: str) -> list[Job]:
             and not is_claimed(j.dir)]
 
 
-def corrupt(jobs: list[Job], kind: str, rng: random.Random) -> bool:
-    """Tear the last line of results.jsonl (a write cut short) or write random bytes into
-    checkpoint.pt, in an unfinished job that nothing is running."""
+def corrupt(jobs: list[Job], kind: str, rng: random.Random) -> Job | None:
+    """Tear the last line of results.jsonl (its tail lost) or write random bytes into
+    checkpoint.pt, in an unfinished job that nothing is running; the job, if there was one."""
     candidates = unfinished(jobs, RESULTS if kind == "truncate_record" else CHECKPOINT)
     if not candidates:
-        return False
+        return None
     job = rng.choice(candidates)
     if kind == "truncate_record":
         path = job.dir / RESULTS
@@ -142,11 +146,11 @@ def corrupt(jobs: list[Job], kind: str, rng: random.Random) -> bool:
         for _ in range(rng.randint(1, 64)):
             data[rng.randrange(len(data))] = rng.randrange(256)
         path.write_bytes(bytes(data))
-    return True
+    return job
 
 
 def one_round(sweep: Path, out: Path, jobs: list[Job], rng: random.Random, faults: set[str],
-              max_delay: float, counts: Counter) -> None:
+              max_delay: float, counts: Counter, hits: dict[str, list[str]]) -> None:
     race = "race" in faults and rng.random() < 0.3
     launchers = [rng.choice(["local", "parallel"]) for _ in range(2 if race else 1)]
     procs = [launch(sweep, out, name) for name in launchers]
@@ -160,7 +164,10 @@ def one_round(sweep: Path, out: Path, jobs: list[Job], rng: random.Random, fault
     settle(procs, timeout=20.0 if kills else 60.0 + 5 * max_delay)
     for kind in CORRUPTIONS:
         if kind in faults and rng.random() < 0.5:
-            counts[kind] += corrupt(jobs, kind, rng)
+            job = corrupt(jobs, kind, rng)
+            if job is not None:
+                counts[kind] += 1
+                hits.setdefault(job.name, []).append(kind)
 
 
 def finish(sweep: Path, out: Path, jobs: list[Job], tries: int = 3) -> int:
@@ -185,9 +192,11 @@ def records(job_dir: Path) -> list[dict]:
     return out
 
 
-def check(jobs: list[Job], ref: dict[str, list[dict]]) -> dict[str, int]:
-    result = Counter()
+def check(jobs: list[Job], ref: dict[str, list[dict]]) -> tuple[Counter, list[str]]:
+    """The counts of each kind of problem, and one line per job that has any."""
+    result, lines = Counter(), []
     for job in jobs:
+        before = sum(result.values())
         got, want = records(job.dir), ref[job.name]
         steps, expected = [r["step"] for r in got], [r["step"] for r in want]
         result["records lost"] += len(set(expected) - set(steps))
@@ -199,7 +208,11 @@ def check(jobs: list[Job], ref: dict[str, list[dict]]) -> dict[str, int]:
         log = job.dir / "log.txt"
         result["jobs finished more than once"] += (log.exists()
                                                    and log.read_text().count("final step") > 1)
-    return result
+        if sum(result.values()) > before:
+            wrong = [w["step"] for w, g in zip(want, got) if w != g]
+            lines.append(f"{job.name}: steps {steps} (reference {expected}); first unlike the "
+                         f"reference at step {wrong[0] if wrong else '-'}")
+    return result, lines
 
 
 def main() -> int:
@@ -230,10 +243,11 @@ def main() -> int:
             raise SystemExit("the reference sweep did not finish")
         _, jobs = sweep_jobs(sweep, root / "faulty")
         counts: Counter = Counter()
+        hits: dict[str, list[str]] = {}
         for _ in range(a.rounds):
-            one_round(sweep, root / "faulty", jobs, rng, faults, reference_s, counts)
+            one_round(sweep, root / "faulty", jobs, rng, faults, reference_s, counts, hits)
         launches = finish(sweep, root / "faulty", jobs)
-        result = check(jobs, ref)
+        result, problems = check(jobs, ref)
     finally:
         if a.keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -243,6 +257,9 @@ def main() -> int:
     for key in ("records lost", "records duplicated", "runs differing from the reference",
                 "jobs not done", "jobs finished more than once"):
         print(f"{key}: {result[key]}")
+    for line in problems:
+        name = line.split(":")[0]
+        print(f"  {line}; faults on it: {', '.join(hits.get(name, [])) or 'kills only'}")
     return 1 if any(result.values()) else 0
 
 

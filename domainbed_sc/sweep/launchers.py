@@ -29,6 +29,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +112,23 @@ class ParallelLauncher:
         outcomes = []
         units = group_packs(jobs, self.pack)
         workers = min(self.workers, max(1, len(units)))
+        lost = 0  # jobs of units that a dead worker took down with the pool
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(counter, workers, env.device)) as pool:
             futures = {pool.submit(_run_in_worker, unit, env): unit for unit in units}
             for future in as_completed(futures):
-                unit_outcomes, seconds = future.result()
+                try:
+                    unit_outcomes, seconds = future.result()
+                except BrokenProcessPool:
+                    lost += len(futures[future])
+                    continue
                 outcomes += unit_outcomes
                 for job, outcome in zip(futures[future], unit_outcomes):
                     report(job, outcome, seconds)
         print(summarise(outcomes), flush=True)
+        if lost:
+            raise UserError(f"parallel launcher: a worker process died (killed, out of memory?); "
+                            f"{lost} job(s) did not finish; launch again to resume them")
         return outcomes
 
 

@@ -25,6 +25,7 @@ class Check:
 
     test: Callable[[Any], bool]
     text: str
+    lists_values: bool = False  # the text names every allowed value: no type word needed
 
     def __call__(self, value: Any) -> bool:
         return bool(self.test(value))
@@ -47,7 +48,7 @@ def between(lo: float, hi: float, lo_open: bool = True, hi_open: bool = True) ->
 
 
 def one_of(*values: Any) -> Check:
-    return Check(lambda v: v in values, "one of " + ", ".join(map(str, values)))
+    return Check(lambda v: v in values, "one of " + ", ".join(map(str, values)), lists_values=True)
 
 
 def is_kind(kind: type, value: Any) -> bool:
@@ -73,7 +74,7 @@ class Spec:
         if self.kind is list:
             items = ITEM_NAMES.get(self.item, "values")
             return f"a list of {items}" + (f" {self.item_check.text}" if self.item_check else "")
-        if self.check is not None and self.check.text.startswith("one of"):
+        if self.check is not None and self.check.lists_values:
             text = self.check.text
         else:
             text = TYPE_NAMES[self.kind] + (f" {self.check.text}" if self.check else "")

@@ -59,7 +59,7 @@ class Resources:
     mem: str | None = None  # sbatch --mem syntax, e.g. 16G
     array_parallelism: int = 256
     signal_delay_s: int = 90  # USR2 this long before the time limit: checkpoint and requeue
-    max_requeues: int = 100  # requeues after a time limit (submitit's max_num_timeout; its default is 3)
+    max_requeues: int = 100  # after time limits: submitit's max_num_timeout (its default: 3)
     sbatch: dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options
 
     @classmethod
@@ -140,7 +140,7 @@ class Sweep:
 
     def count(self) -> int:
         """How many jobs ``runs`` expands to (before duplicates are dropped), without expanding."""
-        seeds = len(self.seed_pairs())
+        seeds = len(self.trial_seeds) * (1 if self.data_seeds == "trial" else len(self.data_seeds))
         per_dataset = sum((self.n_hparams if alg.n_hparams is None else alg.n_hparams)
                           * grid_size({**self.grid, **alg.grid}) * seeds for alg in self.algorithms)
         return sum(grid_size(ds.grid) for ds in self.datasets) * per_dataset

@@ -1,13 +1,14 @@
 """Fault injection: kill, corrupt and race a toy sweep, then check that nothing was lost or mixed.
 
-    python benchmarks/fault_injection.py [--rounds 12] [--jobs 50] [--steps 40] [--freq 4] [--seed 0]
+    python benchmarks/fault_injection.py [--rounds 12] [--jobs 50] [--steps 100] [--freq 10] [--seed 0]
         [--faults kill_launcher,kill_job,kill_all,race,truncate_record,corrupt_checkpoint]
-        [--keep DIR]
+        [--keep DIR] [--verbose]
 
 Builds a sweep of ``--jobs`` toy jobs of a few steps, runs it once uninterrupted (the reference),
 then, ``--rounds`` times, launches it (local or parallel launcher, in subprocesses; sometimes two
 launches at once) and SIGKILLs the launcher, one job process (a parallel worker) or everything at
-a random moment; between rounds it tears the last line of an unfinished job's results.jsonl or
+a random moment (half the time: just after a job of this launch wrote a checkpoint, so that the
+kill lands in the middle of a job); between rounds it tears the last line of an unfinished job's results.jsonl or
 writes random bytes into its checkpoint.pt.  Finally it relaunches until every job is done (at
 most 3 times) and checks:
 
@@ -108,19 +109,22 @@ def kill(proc: subprocess.Popen, kind: str, rng: random.Random) -> bool:
     return True
 
 
-def settle(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
-    """Wait until every process of the round's groups has ended (orphaned workers finish their
-    job and leave); SIGKILL what is left after ``timeout``."""
-    deadline = time.time() + timeout
+def settle(procs: list[subprocess.Popen], grace: float) -> int:
+    """Wait up to ``grace`` seconds for every process of the launches' groups to end (orphaned
+    workers finish their job), then SIGKILL what is left; how many groups that hit."""
+    deadline = time.time() + grace
+    hit = 0
     for proc in procs:
         while time.time() < deadline and (proc.poll() is None or group_alive(proc.pid)):
             time.sleep(0.05)
         if proc.poll() is None or group_alive(proc.pid):
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
+                hit += 1
             except ProcessLookupError:
                 pass
         proc.wait()
+    return hit
 
 
 def unfinished(jobs: list[Job], needs: str) -> list[Job]:
@@ -128,13 +132,14 @@ def unfinished(jobs: list[Job], needs: str) -> list[Job]:
             and not is_claimed(j.dir)]
 
 
-def corrupt(jobs: list[Job], kind: str, rng: random.Random) -> Job | None:
+def corrupt(jobs: list[Job], kind: str, rng: random.Random, avoid: set[str]) -> Job | None:
     """Tear the last line of results.jsonl (its tail lost) or write random bytes into
-    checkpoint.pt, in an unfinished job that nothing is running; the job, if there was one."""
+    checkpoint.pt, in an unfinished job that nothing is running, preferably one not in
+    ``avoid`` (corrupted before); the job, if there was one."""
     candidates = unfinished(jobs, RESULTS if kind == "truncate_record" else CHECKPOINT)
     if not candidates:
         return None
-    job = rng.choice(candidates)
+    job = rng.choice([j for j in candidates if j.name not in avoid] or candidates)
     if kind == "truncate_record":
         path = job.dir / RESULTS
         data = path.read_bytes()
@@ -149,25 +154,56 @@ def corrupt(jobs: list[Job], kind: str, rng: random.Random) -> Job | None:
     return job
 
 
+def wait_mid_job(jobs: list[Job], since: float, timeout: float) -> None:
+    """Until an unfinished job has a checkpoint newer than ``since`` (or ``timeout`` passed)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for job in jobs:
+            try:
+                fresh = (job.dir / CHECKPOINT).stat().st_mtime > since
+            except OSError:
+                continue
+            if fresh and not (job.dir / DONE).exists():
+                return
+        time.sleep(0.02)
+
+
 def one_round(sweep: Path, out: Path, jobs: list[Job], rng: random.Random, faults: set[str],
-              max_delay: float, counts: Counter, hits: dict[str, list[str]]) -> None:
+              max_delay: float, counts: Counter, hits: dict[str, list[str]]) -> str:
+    """One or two launches (a race), one kill at a random moment, then maybe corruptions; a
+    line saying what happened."""
     race = "race" in faults and rng.random() < 0.3
+    kills = [k for k in KILLS if k in faults]
+    kind = rng.choice(kills) if kills else None
     launchers = [rng.choice(["local", "parallel"]) for _ in range(2 if race else 1)]
+    if kind == "kill_job":
+        launchers[0] = "parallel"  # the one with job processes of its own
     procs = [launch(sweep, out, name) for name in launchers]
     counts["race"] += race
-    time.sleep(rng.uniform(0.3, min(max_delay, MAX_DELAY_S)))
-    kills = [k for k in KILLS if k in faults and (k != "kill_job" or "parallel" in launchers)]
-    if kills:
-        kind = rng.choice(kills)
-        victims = [p for p, name in zip(procs, launchers) if kind != "kill_job" or name == "parallel"]
-        counts[kind] += kill(rng.choice(victims), kind, rng)
-    settle(procs, timeout=20.0 if kills else 60.0 + 5 * max_delay)
-    for kind in CORRUPTIONS:
-        if kind in faults and rng.random() < 0.5:
-            job = corrupt(jobs, kind, rng)
+    if rng.random() < 0.5:  # at a random moment early in the launch, while jobs remain
+        time.sleep(rng.uniform(0.3, min(max_delay / 2, MAX_DELAY_S)))
+    else:  # just after some job of this launch wrote a checkpoint: in the middle of a job
+        wait_mid_job(jobs, time.time(), timeout=max_delay)
+        time.sleep(rng.uniform(0.0, 0.1))
+    done = ["no kill"]
+    if kind is not None:
+        landed = kill(procs[0] if kind == "kill_job" else rng.choice(procs), kind, rng)
+        counts[kind] += landed
+        done = [kind if landed else f"{kind} (the launch had ended)"]
+    # the rest of the round's processes (a racing launcher, orphaned workers) get a moment,
+    # then are killed too, so that every round leaves unfinished jobs behind
+    leftover = settle(procs, grace=rng.uniform(0.0, 3.0) if kind else 60.0 + 5 * max_delay)
+    counts["kill_all"] += leftover
+    done += ["kill_all (what was left)"] * bool(leftover)
+    for corruption in CORRUPTIONS:
+        if corruption in faults and rng.random() < 0.5:
+            job = corrupt(jobs, corruption, rng, avoid=set(hits))
             if job is not None:
-                counts[kind] += 1
-                hits.setdefault(job.name, []).append(kind)
+                counts[corruption] += 1
+                hits.setdefault(job.name, []).append(corruption)
+                done.append(f"{corruption} {job.name}")
+    finished = sum((j.dir / DONE).exists() for j in jobs)
+    return f"{' + '.join(launchers)}: {', '.join(done)}; {finished}/{len(jobs)} jobs done"
 
 
 def finish(sweep: Path, out: Path, jobs: list[Job], tries: int = 3) -> int:
@@ -192,6 +228,10 @@ def records(job_dir: Path) -> list[dict]:
     return out
 
 
+PROBLEMS = ("records lost", "records duplicated", "records unlike the reference's",
+            "runs differing from the reference", "jobs not done", "jobs finished more than once")
+
+
 def check(jobs: list[Job], ref: dict[str, list[dict]]) -> tuple[Counter, list[str]]:
     """The counts of each kind of problem, and one line per job that has any."""
     result, lines = Counter(), []
@@ -203,15 +243,17 @@ def check(jobs: list[Job], ref: dict[str, list[dict]]) -> tuple[Counter, list[st
         repeated = len(steps) - len(set(steps))
         out_of_order = sum(a > b for a, b in zip(steps, steps[1:]))
         result["records duplicated"] += repeated + out_of_order
+        by_step = {r["step"]: r for r in want}
+        unlike = [r["step"] for r in got if r["step"] in by_step and r != by_step[r["step"]]]
+        result["records unlike the reference's"] += len(unlike)
         result["runs differing from the reference"] += got != want
         result["jobs not done"] += not (job.dir / DONE).exists()
         log = job.dir / "log.txt"
         result["jobs finished more than once"] += (log.exists()
                                                    and log.read_text().count("final step") > 1)
         if sum(result.values()) > before:
-            wrong = [w["step"] for w, g in zip(want, got) if w != g]
-            lines.append(f"{job.name}: steps {steps} (reference {expected}); first unlike the "
-                         f"reference at step {wrong[0] if wrong else '-'}")
+            lines.append(f"{job.name}: steps {steps} (reference {expected}); "
+                         f"unlike the reference at steps {unlike or '-'}")
     return result, lines
 
 
@@ -219,11 +261,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=12)
     p.add_argument("--jobs", type=int, default=50)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--freq", type=int, default=4, help="checkpoint every FREQ steps")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--freq", type=int, default=10, help="checkpoint every FREQ steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
     p.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    p.add_argument("--verbose", action="store_true", help="say what each round did")
     a = p.parse_args()
     faults = {f.strip() for f in a.faults.split(",") if f.strip()}
     if faults - set(FAULTS):
@@ -245,7 +288,9 @@ def main() -> int:
         counts: Counter = Counter()
         hits: dict[str, list[str]] = {}
         for _ in range(a.rounds):
-            one_round(sweep, root / "faulty", jobs, rng, faults, reference_s, counts, hits)
+            line = one_round(sweep, root / "faulty", jobs, rng, faults, reference_s, counts, hits)
+            if a.verbose:
+                print(line, flush=True)
         launches = finish(sweep, root / "faulty", jobs)
         result, problems = check(jobs, ref)
     finally:
@@ -254,8 +299,7 @@ def main() -> int:
     print(f"runs: {len(jobs)} ({a.steps} steps, a record every {a.freq}); reference sweep "
           f"{reference_s:.1f} s; {a.rounds} rounds, then {launches} final launch(es)")
     print("faults injected: " + ", ".join(f"{k} {counts[k]}" for k in FAULTS if k in faults))
-    for key in ("records lost", "records duplicated", "runs differing from the reference",
-                "jobs not done", "jobs finished more than once"):
+    for key in PROBLEMS:
         print(f"{key}: {result[key]}")
     for line in problems:
         name = line.split(":")[0]

@@ -31,7 +31,7 @@ def timed_launch(path: Path, out: Path, launcher: list[str]) -> float:
     subprocess.run([sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(path), "--output-root",
                     str(out), "--device", "cpu", *launcher], check=True, stdout=subprocess.DEVNULL)
     _, jobs = sweep_jobs(path, out)
-    while not all(s.state in ("done", "failed") for s in job_statuses(jobs)):
+    while not all(s.state in ("done", "failed", "interrupted (resumable)") for s in job_statuses(jobs)):
         time.sleep(0.5)
     states = [s.state for s in job_statuses(jobs)]
     if states.count("done") != len(jobs):

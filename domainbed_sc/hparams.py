@@ -15,6 +15,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from .checks import Check, Spec, check_mapping, check_value
+# the range checks, re-exported: the algorithms declare their spaces with them
+from .checks import at_least, between, non_negative, one_of, positive  # noqa: F401
 from .errors import UserError
 
 Sampler = Callable[[np.random.RandomState], Any]
@@ -46,27 +49,23 @@ def choice(values: list[Any]) -> Sampler:
     return lambda r: values[r.randint(len(values))]
 
 
-# -- checks ---------------------------------------------------------------------------------
-def positive(v: Any) -> bool:
-    return v > 0
-
-
-def non_negative(v: Any) -> bool:
-    return v >= 0
-
-
-def one_of(*values: Any) -> Callable[[Any], bool]:
-    return lambda v: v in values
-
-
 @dataclass(frozen=True)
 class HParam:
     default: Any
     sample: Sampler | None = None  # None: fixed during random search
-    check: Callable[[Any], bool] | None = None
+    check: Check | None = None
     doc: str = ""
     #: (default, sample) on large-image datasets, where DomainBed's values differ
     large: tuple[Any, Sampler | None] | None = None
+    #: the type (default: the default's; an int default means integers only, a float any number)
+    kind: type | None = None
+    item: type | None = None  # lists: the element type, and their range
+    item_check: Check | None = None
+    nullable: bool = False
+
+    def spec(self) -> Spec:
+        kind = self.kind or (list if isinstance(self.default, (list, tuple)) else type(self.default))
+        return Spec(kind, self.check, self.item, self.item_check, self.nullable)
 
     def resolve(self, small_images: bool) -> tuple[Any, Sampler | None]:
         if self.large is not None and not small_images:
@@ -79,6 +78,7 @@ def draw(space: Mapping[str, HParam], hparams_seed: int, small_images: bool,
          overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Defaults (seed 0) or a random draw, then dataset defaults for fixed names, then overrides."""
     out: dict[str, Any] = {}
+    overrides = check_mapping("hparams", overrides)
     dataset_defaults = dataset_defaults or {}
     for name, hp in space.items():
         default, sample = hp.resolve(small_images)
@@ -95,25 +95,10 @@ def draw(space: Mapping[str, HParam], hparams_seed: int, small_images: bool,
 
 
 def validate(space: Mapping[str, HParam], values: Mapping[str, Any]) -> None:
+    """Every name known and every value of its declared type and range (``checks.check_value``)."""
     unknown = sorted(set(values) - set(space))
     if unknown:
         raise UserError(f"unknown hyperparameter(s) {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(space))}")
     for name, hp in space.items():
-        value = values[name]
-        if hp.default is not None and value is not None and not _same_kind(hp.default, value):
-            raise UserError(f"hyperparameter {name}={value!r} has the wrong type "
-                            f"(expected {type(hp.default).__name__})")
-        if hp.check is not None and not hp.check(value):
-            raise UserError(f"invalid value for hyperparameter {name}: {value!r}"
-                            + (f" ({hp.doc})" if hp.doc else ""))
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) == isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float))
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
+        check_value("hyperparameter", name, values[name], hp.spec())

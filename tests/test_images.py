@@ -219,7 +219,7 @@ def test_waterbirds_missing_data_says_how_to_get_it(tmp_path, wb_dir):
     victim.unlink()
     with pytest.raises(UserError, match=r"1 of \d+ Waterbirds images .* not found.*download waterbirds"):
         load_dataset("waterbirds", WB, 0, broken)
-    with pytest.raises(UserError, match="unknown variant"):
+    with pytest.raises(UserError, match="dataset argument variant: .ex2l. .expected one of standard, ex2l_envs"):
         load_dataset("waterbirds", {"variant": "ex2l"}, 0, wb_dir)
     no_minority = {(0, 0, 0): 20, (0, 0, 1): 20, (1, 1, 1): 20, (2, 1, 0): 3}  # g2 only in test
     sparse = make_waterbirds(tmp_path / "sparse", no_minority, images=False)
@@ -360,7 +360,7 @@ def test_spawrious_errors(tmp_path, sp_dir):
         load_dataset("spawrious", SP, 0, tmp_path)
     with pytest.raises(UserError, match="holds 10 images, 11 needed"):
         load_dataset("spawrious", {**SP, "per_folder": 11}, 0, sp_dir)
-    with pytest.raises(UserError, match="unknown challenge"):
+    with pytest.raises(UserError, match="dataset argument challenge: .o2o_extreme. .expected one of"):
         load_dataset("spawrious", {**SP, "challenge": "o2o_extreme"}, 0, sp_dir)
 
 

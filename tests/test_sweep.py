@@ -22,6 +22,7 @@ from domainbed_sc.sweep import jobs as jobs_module
 from domainbed_sc.sweep.jobs import (JobState, Outcome, is_claimed, read_state, run_job, try_claim,
                                      write_state)
 from domainbed_sc.sweep.spec import load_sweep, parse_minutes, parse_sweep, validate
+from domainbed_sc.sweep.launchers import select
 from domainbed_sc.sweep.status import job_statuses
 from domainbed_sc.training.records import CHECKPOINT, DONE, RESULTS, RunArgs, read_records
 
@@ -349,7 +350,8 @@ def test_status_states(tmp_path):
     got = [(s.state, s.error, s.progress) for s in statuses]
     assert got[0] == ("done", None, "16/16")  # 512 examples / batch 64 × 2 epochs
     assert got[1] == ("failed", "ValueError: bad", "")
-    assert got[2][0] == "failed" and got[2][1].startswith("interrupted")
+    assert got[2] == ("interrupted (resumable)", "the process running it ended before the job finished", "")
+    assert [j.dir for j in select(statuses, failed_only=True)] == [jobs[1].dir, jobs[2].dir]
     assert got[3:] == [("queued", None, ""), ("running", None, ""), ("not launched", None, "")]
     write_state(jobs[3].dir, JobState("queued", "parallel", pid=_dead_pid()))
     assert job_statuses([jobs[3]])[0].state == "not launched"  # its launcher died before it started
@@ -359,7 +361,9 @@ def test_status_states(tmp_path):
     ("PENDING", 0, "queued", None),
     ("REQUEUED", 0, "queued", None),
     ("RUNNING", 0, "running", None),
-    ("TIMEOUT", 0, "failed", "SLURM job 7_1 ended TIMEOUT without finishing (log: "),
+    ("TIMEOUT", 0, "interrupted (resumable)", "SLURM job 7_1 ended TIMEOUT without finishing (log: "),
+    ("NODE_FAIL", 0, "interrupted (resumable)", "SLURM job 7_1 ended NODE_FAIL without finishing"),
+    ("OUT_OF_MEMORY", 0, "failed", "SLURM job 7_1 ended OUT_OF_MEMORY without finishing"),
     ("COMPLETED", 0, "failed", "SLURM job 7_1 ended COMPLETED without finishing"),  # but no done
     ("MISSING", 5, "queued", None),  # sacct has not caught up with a fresh submission
     ("MISSING", 3600, "failed", "SLURM has no record of job 7_1"),
@@ -442,7 +446,7 @@ def test_killed_sweep_resumes_and_every_job_finishes_once(tmp_path):
     assert (jobs[0].dir / DONE).exists() and not (jobs[1].dir / DONE).exists(), "kill must land in job 2"
     first_done = (jobs[0].dir / DONE).stat().st_mtime_ns
     states = [s.state for s in job_statuses(jobs)]
-    assert states == ["done", "failed", "not launched"]
+    assert states == ["done", "interrupted (resumable)", "not launched"]
 
     subprocess.run(_launch_cmd(path, out), check=True, capture_output=True, env=ONE_THREAD)
     assert all((j.dir / DONE).exists() for j in jobs)

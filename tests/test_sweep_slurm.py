@@ -44,7 +44,7 @@ def wait_until_finished(jobs, timeout: float = 150) -> list[str]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         states = [s.state for s in job_statuses(jobs)]
-        if all(state in ("done", "failed") for state in states):
+        if all(state in ("done", "failed", "interrupted (resumable)") for state in states):
             return states
         time.sleep(0.5)
     raise AssertionError(f"SLURM jobs did not finish in {timeout} s: {states}")

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..cache import atomic_write_bytes
 from ..datasets.base import Batch, Split
 from ..errors import UserError
-from ..hparams import HParam, choice, log_uniform, non_negative, one_of, positive
+from ..hparams import HParam, between, choice, log_uniform, non_negative, one_of, positive
 from ..networks import mlp_head
 from . import register_algorithm
 from .base import Algorithm, TaskInfo
@@ -97,7 +97,7 @@ class ChromaVAE(Algorithm):
         "lr": HParam(1e-3, log_uniform(-4.5, -2.5), positive, "Adam lr of both stages (§7.23)"),
         "batch_size": HParam(128, None, positive),
         "chroma_zdim": HParam(32, choice([4, 8, 16, 32]), positive, "dim(z)"),
-        "chroma_zp": HParam(0.25, choice([0.25, 0.5, 0.75]), lambda v: 0 < v < 1,
+        "chroma_zp": HParam(0.25, choice([0.25, 0.5, 0.75]), between(0, 1),
                             "share of z in the shortcut block z1, in (0, 1)"),
         "chroma_beta": HParam(1.0, choice([0.5, 1.0]), non_negative, "KL weight"),
         "chroma_lambda": HParam(100.0, log_uniform(0, 4), non_negative, "classification weight"),

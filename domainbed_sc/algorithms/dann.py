@@ -22,7 +22,7 @@ from torch import Tensor, autograd, nn
 
 from ..datasets.base import Batch
 from ..errors import UserError
-from ..hparams import HParam, choice, log_uniform, non_negative, positive, pow2_int
+from ..hparams import HParam, at_least, choice, log_uniform, non_negative, positive, pow2_int
 from ..networks import mlp_head
 from . import register_algorithm
 from .base import COMMON_HPARAMS, TaskInfo
@@ -41,7 +41,7 @@ class AbstractDANN(ERM):
         "grad_penalty": HParam(0.0, log_uniform(-2, 1), non_negative),
         "beta1": HParam(0.5, choice([0.0, 0.5]), non_negative, "Adam beta1 of both optimizers"),
         "mlp_width": HParam(256, pow2_int(6, 10), positive),
-        "mlp_depth": HParam(3, choice([3, 4, 5]), lambda v: v >= 2),
+        "mlp_depth": HParam(3, choice([3, 4, 5]), at_least(2)),
         "mlp_dropout": HParam(0.0, choice([0.0, 0.1, 0.5]), non_negative),
         "lr_g": _LR,
         "lr_d": _LR,

@@ -16,6 +16,7 @@ choice, the milestones are not given), final-epoch selection, λ = 1.25.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor
 from ..datasets.base import Batch
 from ..hparams import HParam, non_negative, one_of, uniform
 from . import register_algorithm
+from .base import COMMON_HPARAMS
 from .erm import ERM
 
 EPS = 1e-8
@@ -62,7 +64,7 @@ class DL(ERM):
         "dl_variant": HParam("supervised", None, one_of(*VARIANTS)),
         "dl_lambda": HParam(1.25, uniform(0.0, 2.5), non_negative, "weight of L_dis"),
         "dl_tau": HParam(0.001, None, non_negative, "threshold variant: pairs with S > 1 - tau"),
-        "lr_milestones": HParam([5, 8], None, None, "epochs at which the lr is multiplied by lr_gamma"),
+        "lr_milestones": dataclasses.replace(COMMON_HPARAMS["lr_milestones"], default=[5, 8]),
     }
 
     @classmethod

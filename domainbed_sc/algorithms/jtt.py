@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..hparams import HParam, choice, one_of, positive
+from ..hparams import HParam, between, choice, one_of, positive
 from . import register_algorithm
 from .base import TaskInfo
 from .erm import ERM
@@ -80,7 +80,7 @@ def error_set_stats(wrong: Tensor, g: Tensor, minority: Tensor) -> dict[str, Any
 @register_algorithm("JTT")
 class JTT(ERM):
     HPARAMS = {
-        "jtt_T_fraction": HParam(0.2, choice([0.05, 0.1, 0.2, 0.4]), lambda v: 0 < v < 1,
+        "jtt_T_fraction": HParam(0.2, choice([0.05, 0.1, 0.2, 0.4]), between(0, 1),
                                  "stage-1 epochs as a fraction of the run's epochs, in (0, 1)"),
         "jtt_lambda_up": HParam(100.0, choice([5.0, 10.0, 20.0, 50.0, 100.0]), positive),
         "jtt_count_mode": HParam("official_1_plus", None, one_of(*COUNT_MODES),

@@ -1,10 +1,13 @@
 """Load every run under some directories into a DataFrame, one row per checkpoint record.
 
 Only finished runs count: their ``done`` file exists and, for multi-stage methods, a checkpoint
-of the final stage does (SPEC §8.1).  Nothing found in the tree makes the reader
-fail: runs without ``done``, empty or unreadable results files, torn or corrupt lines, JSON lines
-that are not records, other ``*.jsonl`` files and second copies of a run are counted in
-``Skipped`` and reported under the tables.
+of the final stage does (SPEC §8.1).  Nothing found in the tree makes the reader fail: runs
+without ``done``, finished runs without (readable) results, torn or corrupt lines, JSON lines that
+are not records, records of another run (args hash unlike the run's), repeated steps, other
+``*.jsonl`` files and second copies of a run are counted in ``Skipped`` and reported under the
+tables.  Runs with a ``diverged`` marker (the trainer stopped them on a non-finite loss) are
+listed, with the step, and left out of the tables.  Metrics written as ``null`` (strict JSON for
+NaN) read as NaN.
 
 Columns: run identity (``run``, ``name``, ``run_id``, ``dataset``, ``algorithm``, seeds,
 ``epochs``, ``steps``, ``checkpoint_freq``, ``hparams_per_trial``), ``sweep_selection`` (the comma-separated selection
@@ -21,6 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,9 @@ FIELDS = ("acc", "wga", "acc_gmean", "acc_adj")
 GROUP_ROLES = ("id", "ood")
 #: run arguments that set how long a run trains and how often it is evaluated (part of a cell)
 LENGTH = ("epochs", "steps", "checkpoint_freq")
+#: the trainer's marker of a run stopped on a non-finite loss (JSON {"step": ..., "losses": ...})
+DIVERGED = "diverged"
+_DIR_HASH = re.compile(r"-([0-9a-f]{16})$")  # RunArgs.dir_name(): <readable>-<run_id>
 
 
 @dataclass
@@ -49,20 +57,30 @@ class Skipped:
     foreign_files: list[str] = field(default_factory=list)  # *.jsonl files not named results.jsonl
     corrupt_lines: dict[str, int] = field(default_factory=dict)  # torn / not JSON, per run
     foreign_lines: dict[str, int] = field(default_factory=dict)  # JSON, but not a record, per run
+    foreign_records: dict[str, int] = field(default_factory=dict)  # another run's args, per run
+    repeated_steps: dict[str, int] = field(default_factory=dict)  # a step's second record, per run
+    diverged: list[str] = field(default_factory=list)  # "<run dir> (step N)"
 
     def summary(self) -> str:
-        """One line, e.g. "skipped: 2 runs without done (a, b); 1 corrupt line (in c)"."""
+        """One line, e.g. "skipped: 2 runs without done (a, b); 1 corrupt line (in c)", then
+        "; diverged: 1 run (d (step 40))" where runs diverged."""
         parts = [_count(self.not_done, "run", "without done"),
                  _count(self.no_final_stage, "multi-stage run", "without a final-stage checkpoint"),
                  _count(self.unreadable, "finished run", "with no readable record"),
                  _count(self.duplicates, "duplicate run", "(same arguments)"),
                  _count(self.foreign_files, "foreign file", "")]
-        for lines, what in ((self.corrupt_lines, "corrupt line"), (self.foreign_lines, "foreign line")):
+        for lines, one, many in ((self.corrupt_lines, "corrupt line", "corrupt lines"),
+                                 (self.foreign_lines, "foreign line", "foreign lines"),
+                                 (self.foreign_records, "record of another run", "records of another run"),
+                                 (self.repeated_steps, "repeated step", "repeated steps")):
             total = sum(lines.values())
             if total:
-                parts.append(f"{total} {what}{'s' * (total != 1)} (in {', '.join(sorted(lines))})")
+                parts.append(f"{total} {one if total == 1 else many} (in {', '.join(sorted(lines))})")
         parts = [p for p in parts if p]
-        return "skipped: " + ("; ".join(parts) if parts else "nothing")
+        text = "skipped: " + ("; ".join(parts) if parts else "nothing")
+        if self.diverged:
+            text += f"; diverged (not in the tables): {_count(self.diverged, 'run', '')}"
+        return text
 
 
 def _count(names: list[str], noun: str, what: str) -> str:
@@ -84,11 +102,19 @@ def read_runs(dirs: list[str | Path]) -> Collection:
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     manifests: dict[Path, dict[str, list[str]]] = {}  # per output root: run dir → selection
-    for path in find_jsonl(dirs):
+    files, marked = scan(dirs)
+    for run_dir in marked:
+        if (run_dir / DIVERGED).exists():
+            skipped.diverged.append(f"{run_dir}{diverged_at(run_dir / DIVERGED)}")
+        elif not (run_dir / RESULTS).exists():
+            skipped.unreadable.append(run_dir.name)  # done, but results.jsonl is gone
+    for path in files:
         if path.name != RESULTS:
             skipped.foreign_files.append(str(path))
             continue
         run_dir = path.parent
+        if (run_dir / DIVERGED).exists():
+            continue  # listed above
         if not (run_dir / DONE).exists():
             skipped.not_done.append(run_dir.name)
             continue
@@ -128,22 +154,36 @@ def sweep_selections(root: Path, skipped: Skipped) -> dict[str, list[str]]:
     return named
 
 
-def find_jsonl(dirs: list[str | Path]) -> list[Path]:
-    """Every ``*.jsonl`` file under the given directories, each once, in a stable order."""
+def diverged_at(marker: Path) -> str:
+    """" (step N)" from a diverged marker; "" where it cannot be read."""
+    try:
+        return f" (step {int(json.loads(marker.read_bytes())['step'])})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def scan(dirs: list[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Every ``*.jsonl`` file under the given directories, and every directory holding a
+    ``done`` or ``diverged`` marker, each once, in a stable order."""
     found: dict[Path, None] = {}
+    marked: dict[Path, None] = {}
     for d in map(Path, dirs):
         if not d.is_dir():
             raise UserError(f"not a directory: {d}")
         for root, subdirs, files in os.walk(d):  # os.walk skips directories it cannot list
             subdirs.sort()
+            if DONE in files or DIVERGED in files:
+                marked.setdefault(Path(root).resolve(), None)
             for name in sorted(files):
                 if name.endswith(".jsonl"):
                     found.setdefault((Path(root) / name).resolve(), None)
-    return list(found)
+    return list(found), list(marked)
 
 
 def read_run(path: Path, skipped: Skipped) -> list[dict[str, Any]]:
-    """The rows of one results.jsonl; bad lines are counted in ``skipped`` when others are good."""
+    """The rows of one results.jsonl; bad lines are counted in ``skipped`` when others are good.
+    Records of another run (their args hash is neither the directory's nor most records') and
+    a step's second record are left out and counted."""
     rows, corrupt, foreign = [], 0, 0
     try:
         with open(path, "rb") as f:
@@ -162,13 +202,31 @@ def read_run(path: Path, skipped: Skipped) -> list[dict[str, Any]]:
             rows.append(record_row(rec, path.parent))
         except (KeyError, TypeError, ValueError, AttributeError):
             foreign += 1
+    rows, others, repeated = own_rows(rows, path.parent.name)
     if rows:  # a file with no record at all is reported once, as unreadable
         name = path.parent.name
-        if corrupt:
-            skipped.corrupt_lines[name] = corrupt
-        if foreign:
-            skipped.foreign_lines[name] = foreign
+        for counts, n in ((skipped.corrupt_lines, corrupt), (skipped.foreign_lines, foreign),
+                          (skipped.foreign_records, others), (skipped.repeated_steps, repeated)):
+            if n:
+                counts[name] = n
     return rows
+
+
+def own_rows(rows: list[dict[str, Any]], dir_name: str) -> tuple[list[dict[str, Any]], int, int]:
+    """(the run's own rows, each step once; how many were another run's; how many repeated a
+    step).  The run is the one the directory name's hash names, else the most common one."""
+    if not rows:
+        return rows, 0, 0
+    ids = Counter(r["run_id"] for r in rows)
+    named = _DIR_HASH.search(dir_name)
+    own = named.group(1) if named and named.group(1) in ids else ids.most_common(1)[0][0]
+    kept, steps = [], set()
+    for r in rows:
+        if r["run_id"] == own and r["step"] not in steps:
+            steps.add(r["step"])
+            kept.append(r)
+    others = len(rows) - ids[own]
+    return kept, others, ids[own] - len(kept)
 
 
 def record_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -197,8 +255,10 @@ def record_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         m = (metrics.get(split) or {}) if split else {}
         row[f"{role}_split"] = split
         row.update({f"{role}_{f}": _number(m.get(f)) for f in FIELDS})
-        if role in GROUP_ROLES:
-            row[f"{role}_group_acc"] = m.get("group_acc")
+        if role in GROUP_ROLES:  # null accuracies (strict JSON NaN) dropped: no such group
+            groups = m.get("group_acc")
+            row[f"{role}_group_acc"] = None if groups is None else \
+                {g: float(a) for g, a in groups.items() if a is not None}
     return row
 
 

@@ -142,8 +142,8 @@ def stat_text(row: pd.Series, key: str, ci: bool) -> str:
     mean, std, half = row[f"{key}_mean"], row[f"{key}_std"], row[f"{key}_ci95"]
     if n == 1:
         text = f"{mean:.1f}"
-    elif ci:
-        text = f"{mean:.1f} [{mean - half:.1f}, {mean + half:.1f}]"
+    elif ci:  # accuracies: the t interval clipped to [0, 100] (said under the table)
+        text = f"{mean:.1f} [{max(mean - half, 0.0):.1f}, {min(mean + half, 100.0):.1f}]"
     else:
         text = f"{mean:.1f} ± {std:.1f}"
     return text + (f" (n={int(n)})" if n != row["n"] else "")
@@ -226,7 +226,7 @@ def metric_doc(agg: pd.DataFrame, m: Metric) -> str:
 
 
 def cells_doc(ci: bool, exclude_dead: bool) -> str:
-    stat = "mean [95% CI, Student t]" if ci else "mean ± std"
+    stat = "mean [95% CI, Student t, clipped to [0, 100]]" if ci else "mean ± std"
     dead = "excluded from" if exclude_dead else "included in"
     return (f"Cells: {stat} over the n runs (trial seeds) of the selected hyperparameters, in %. "
             f"dead: runs whose ID acc is below {DEAD_ACC:.0%} at the selected checkpoint "
@@ -345,4 +345,16 @@ def render_csv(sections: list[Section], metrics: list[Metric]) -> str:
     grid = [c for c in table.columns if c.startswith(("arg:", "hp:"))]
     cols = ["selection", "dataset", "algorithm", *grid, *GRID_RUN_ARGS, "hparams_seed", "draws",
             "n", "dead", *stat_columns(metrics), "note"]
-    return table.reindex(columns=cols).to_csv(index=False)
+    table = table.reindex(columns=cols)
+    counts = ["hparams_seed", "draws", "n", "dead", *(f"{m.key}_n" for m in metrics)]
+    for col in counts + [c for c in [*grid, *LENGTH] if _integral(table[c])]:
+        table[col] = table[col].astype("Int64")  # 3, not 3.0, in a column that also holds NaN
+    return table.to_csv(index=False)
+
+
+def _integral(column: pd.Series) -> bool:
+    """A float column with NaN whose other values are all whole numbers (ints that NaN turned
+    into floats)."""
+    values = column.dropna()
+    return (column.dtype.kind == "f" and column.isna().any() and not values.empty
+            and bool((values == values.round()).all()) and bool(values.abs().lt(2**53).all()))

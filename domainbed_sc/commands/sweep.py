@@ -31,11 +31,15 @@ def make_launcher(a: argparse.Namespace, sweep, output_root: Path):
     if name == "local":
         return launchers.LocalLauncher(a.pack)
     if name == "parallel":
+        if a.workers is not None and a.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {a.workers}")
         return launchers.ParallelLauncher(a.workers, a.pack)
     if name == "dry":
         return launchers.DryLauncher()
+    if a.max_requeues is not None and a.max_requeues < 0:
+        raise UserError(f"--max-requeues must be at least 0, got {a.max_requeues}")
     flags = {"partition": a.partition, "gpus": a.gpus, "cpus": a.cpus, "mem": a.mem,
-             "array_parallelism": a.array_parallelism,
+             "array_parallelism": a.array_parallelism, "max_requeues": a.max_requeues,
              "time": None if a.time is None else parse_minutes(a.time)}
     resources = dataclasses.replace(sweep.resources, **{k: v for k, v in flags.items() if v is not None},
                                     sbatch={**sweep.resources.sbatch, **dict(a.sbatch)})
@@ -51,7 +55,7 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
     from ..training.trainer import resolve_device
 
     resolve_device(a.device)  # a bad device fails here, not once per job
-    sweep, jobs = sweep_jobs(a.sweep, a.output_root)
+    sweep, jobs = sweep_jobs(a.sweep, a.output_root, yes=a.yes)
     root = jobs[0].dir.parent
     print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}", flush=True)
     launcher = make_launcher(a, sweep, root)
@@ -72,13 +76,15 @@ def cmd_status(a: argparse.Namespace) -> None:
     from ..sweep import sweep_jobs
     from ..sweep.status import format_status, job_statuses
 
-    _, jobs = sweep_jobs(a.sweep, a.output_root, check=False)
+    _, jobs = sweep_jobs(a.sweep, a.output_root, check=False, yes=a.yes)
     print(format_status(job_statuses(jobs)))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep YAML file (see sweeps/)")
     p.add_argument("--output-root", help="where job dirs go (default runs/<sweep file name>)")
+    p.add_argument("--yes", action="store_true",
+                   help="accept a sweep of more than 10,000 jobs (refused otherwise)")
 
 
 def _launch_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,6 +103,8 @@ def _launch_arguments(p: argparse.ArgumentParser) -> None:
     slurm.add_argument("--cpus", type=int, help="CPUs per job")
     slurm.add_argument("--mem", help="memory per job, e.g. 16G")
     slurm.add_argument("--array-parallelism", type=int, help="max array tasks running at once")
+    slurm.add_argument("--max-requeues", type=int, metavar="N",
+                       help="requeue a job that hits its time limit up to N times (default 100)")
     slurm.add_argument("--sbatch", type=key_value, action="append", default=[], metavar="KEY=VAL",
                        help="extra sbatch option, repeatable (e.g. --sbatch qos=high)")
 

@@ -10,12 +10,13 @@ from ..cli import add_env_arguments, add_run_arguments
 def cmd_train(a: argparse.Namespace) -> None:
     from ..datasets.sources import resolve_data_dir
     from ..training.records import RESULTS, RunArgs, read_records
-    from ..training.trainer import RunOptions, train
+    from ..training.trainer import RunOptions, check_run, train
 
     args = RunArgs(dataset=a.dataset, algorithm=a.algorithm, dataset_args=a.dataset_args,
                    hparams=a.hparams, hparams_seed=a.hparams_seed, trial_seed=a.trial_seed,
                    data_seed=a.data_seed, steps=a.steps, epochs=a.epochs,
                    checkpoint_freq=a.checkpoint_freq, hparams_per_trial=a.hparams_per_trial)
+    check_run(args)  # before its directory name is made from the arguments
     out = Path(a.output_dir) if a.output_dir else Path(a.output_root) / args.dir_name()
     opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet)
     out = train(args, opts)

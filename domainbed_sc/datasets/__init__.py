@@ -14,7 +14,7 @@ register_dataset = DATASETS.register
 def load_dataset(name: str, args: dict[str, Any] | None, data_seed: int,
                  data_dir: Path) -> GroupDataset:
     cls = DATASETS.get(name)
-    return cls(Path(data_dir), cls.Args.parse(args or {}), data_seed)
+    return cls(Path(data_dir), cls.parse_args(args), data_seed)
 
 
 # Importing every module of this package registers its datasets.

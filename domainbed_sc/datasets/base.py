@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from ..checks import Check, Spec, check_mapping, check_value
 from ..errors import UserError
 
 #: The optional training-time labels an algorithm may require (SPEC §4.0).
@@ -119,21 +120,36 @@ class TensorSplit(Split):
         return self
 
 
+def arg(default: Any, kind: type, check: Check | None = None, nullable: bool = False) -> Any:
+    """A dataset argument with its type and range, declared once on the dataset's Args class."""
+    return field(default=default, metadata={"spec": Spec(kind, check, nullable=nullable)})
+
+
 @dataclass(frozen=True)
 class DatasetArgs:
-    """Generation arguments of a dataset.  Subclass with the dataset's own fields."""
+    """Generation arguments of a dataset.  Subclass with the dataset's own fields (``arg``)."""
 
     @classmethod
-    def parse(cls, values: dict[str, Any]) -> "DatasetArgs":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+    def parse(cls, values: Any, dataset: str = "dataset") -> "DatasetArgs":
+        """Checked arguments: every name known, every value of its declared type and range."""
+        values = check_mapping(f"{dataset}: dataset_args", values)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
         if unknown:
             raise UserError(f"unknown dataset argument(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(sorted(names)) or 'none'}")
+                            f"known: {', '.join(sorted(fields)) or 'none'}")
+        for name, value in values.items():
+            spec = fields[name].metadata.get("spec") or Spec(type(fields[name].default))
+            check_value(f"{dataset} dataset argument", name, value, spec)
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def changed(self) -> dict[str, Any]:
+        """The arguments that differ from their defaults (to name a configuration briefly)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default}
 
 
 class GroupDataset:
@@ -160,9 +176,20 @@ class GroupDataset:
     #: default backbone (a name in networks.FEATURIZERS) and other per-dataset hparam defaults
     default_hparams: ClassVar[dict[str, Any]] = {}
 
+    @classmethod
+    def parse_args(cls, values: Any) -> DatasetArgs:
+        return cls.Args.parse(values, cls.name)
+
+    @classmethod
+    def provides_for(cls, args: DatasetArgs) -> frozenset[str]:
+        """The labels of LABELS this dataset provides with these arguments, without loading it
+        (sweep validation asks before any data is read; variants override this)."""
+        return cls.provides
+
     def __init__(self, data_dir: Path, args: DatasetArgs, data_seed: int):
         self.data_dir = Path(data_dir)
         self.args = args
+        self.provides = self.provides_for(args)
         self.data_seed = data_seed
         self.num_attributes: int = 1
         self.splits: dict[str, Split] = {}

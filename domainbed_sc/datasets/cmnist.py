@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from ..cache import cached_tensors
-from ..errors import UserError
 from . import register_dataset, sources
-from .base import DatasetArgs, GroupDataset, TensorSplit
+from ..checks import between, one_of
+from .base import DatasetArgs, GroupDataset, TensorSplit, arg
 from .holdout import domainbed_holdout
 
 ENV_P = (0.1, 0.2, 0.9)  # DomainBed's environments "+90%", "+80%", "-90%"
@@ -49,10 +49,10 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class CMNISTArgs(DatasetArgs):
-    variant: str = "domainbed"
-    holdout_fraction: float = 0.2  # domainbed: the out-part of every environment
-    test_env: int = 2  # domainbed: the held-out environment
-    val_fraction: float = 0.1  # chroma: the part of MNIST-train held out as val
+    variant: str = arg("domainbed", str, one_of(*VARIANTS))
+    holdout_fraction: float = arg(0.2, float, between(0, 1))  # domainbed: out-part of every env
+    test_env: int = arg(2, int, one_of(*range(len(ENV_P))))  # domainbed: the held-out environment
+    val_fraction: float = arg(0.1, float, between(0, 1))  # chroma: part of MNIST-train held out
 
 
 def torch_seed(seed: int) -> int:
@@ -138,12 +138,14 @@ class CMNIST(GroupDataset):
     ood_split = "test"
     default_hparams = {"arch": "mnist_cnn"}
 
+    @classmethod
+    def provides_for(cls, args: CMNISTArgs) -> frozenset[str]:
+        return frozenset({"s", "g"}) if args.variant == "chroma" else cls.provides
+
     def __init__(self, data_dir, args: CMNISTArgs, data_seed: int):
         super().__init__(data_dir, args, data_seed)
-        self._check(args)
         self.num_attributes = 2
         if args.variant == "chroma":  # one environment, D_in / D_out tests (per instance)
-            self.provides = frozenset({"s", "g"})
             self.oracle_split, self.id_split, self.ood_split = None, "test_in", "test_out"
         build = generate_chroma if args.variant == "chroma" else generate_domainbed
         key = {**args.as_dict(), "data_seed": int(data_seed), "version": VERSION}
@@ -153,14 +155,3 @@ class CMNIST(GroupDataset):
                        for name, d in data.items()}
         # the original MNIST digit of every example, for checking the label noise
         self.digit: dict[str, Tensor] = {name: d["digit"] for name, d in data.items()}
-
-    @staticmethod
-    def _check(args: CMNISTArgs) -> None:
-        if args.variant not in VARIANTS:
-            raise UserError(f"cmnist: unknown variant {args.variant!r}; "
-                            f"known: {', '.join(VARIANTS)}")
-        if args.test_env not in range(len(ENV_P)):
-            raise UserError(f"cmnist: test_env must be 0, 1 or 2, got {args.test_env}")
-        for name in ("holdout_fraction", "val_fraction"):
-            if not 0 < getattr(args, name) < 1:
-                raise UserError(f"cmnist: {name} must be in (0, 1), got {getattr(args, name)}")

@@ -42,12 +42,14 @@ import torch
 from torch import Tensor
 
 from ..cache import cached_tensors
-from ..errors import UserError
 from . import register_dataset, sources
-from .base import DatasetArgs, GroupDataset, TensorSplit
+from ..checks import between
+from .base import DatasetArgs, GroupDataset, TensorSplit, arg
 
 NUM_CLASSES = 10
 CIFAR_POOL = 60_000
+# the OOD pool must still hold one distinct background per MNIST-test sample (8,920)
+MAX_BACKGROUNDS = (CIFAR_POOL - 8_920) // NUM_CLASSES
 #: bumped whenever generation changes, so stale cache entries are never reused
 VERSION = 1
 # independent random streams, one per purpose
@@ -56,8 +58,8 @@ _BALANCE_TRAIN, _BALANCE_TEST, _BACKGROUNDS, _DEAL_TRAIN, _DEAL_TEST, _OOD = ran
 
 @dataclass(frozen=True)
 class MnistCifarArgs(DatasetArgs):
-    n_backgrounds: int = 8
-    mask_threshold: float = 0.5
+    n_backgrounds: int = arg(8, int, between(1, MAX_BACKGROUNDS, False, False))
+    mask_threshold: float = arg(0.5, float, between(0, 1, lo_open=False))
 
 
 def seeded_rng(seed: int, stream: int) -> np.random.Generator:
@@ -156,7 +158,6 @@ class MnistCifar(GroupDataset):
 
     def __init__(self, data_dir, args: MnistCifarArgs, data_seed: int):
         super().__init__(data_dir, args, data_seed)
-        self._check(args)
         self.num_attributes = NUM_CLASSES * args.n_backgrounds
         key = {**args.as_dict(), "data_seed": int(data_seed), "version": VERSION}
         data = cached_tensors(sources.cache_dir(self.data_dir), "mnist_cifar", key,
@@ -169,17 +170,6 @@ class MnistCifar(GroupDataset):
             self.splits[name] = TensorSplit(d["x"], d["y"], d["s"],
                                             num_attributes=self.num_attributes)
             self.bg_id[name], self.mnist_idx[name] = d["bg_id"], d["mnist_idx"]
-
-    @staticmethod
-    def _check(args: MnistCifarArgs) -> None:
-        # the OOD pool must still hold one distinct background per MNIST-test sample (8,920)
-        max_n = (CIFAR_POOL - 8_920) // NUM_CLASSES
-        if not 1 <= args.n_backgrounds <= max_n:
-            raise UserError(f"mnist_cifar: n_backgrounds must be in 1..{max_n}, "
-                            f"got {args.n_backgrounds}")
-        if not 0 <= args.mask_threshold < 1:
-            raise UserError(f"mnist_cifar: mask_threshold must be in [0, 1), "
-                            f"got {args.mask_threshold}")
 
 
 def generate_many(data_dir: Path, data_seed: int, n_values: list[int],

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor
 
 from ..cache import cached_tensors
-from ..errors import UserError
 from . import register_dataset, sources
-from .base import DatasetArgs, GroupDataset, TensorSplit
+from ..checks import one_of
+from .base import DatasetArgs, GroupDataset, TensorSplit, arg
 
 #: class colours of the LBB coloured MNIST, RGB in 0..255 (SPEC §2.2 table)
 COLOURS = torch.tensor([
@@ -45,7 +45,7 @@ _CHUNK = 10_000  # samples per colourisation step, bounds the float temporary to
 
 @dataclass(frozen=True)
 class MnistMPArgs(DatasetArgs):
-    resolution: int = 28
+    resolution: int = arg(28, int, one_of(28, 32))
 
 
 def colourise(digits: Tensor, colours: Tensor, resolution: int) -> Tensor:
@@ -84,8 +84,6 @@ class MnistMP(GroupDataset):
 
     def __init__(self, data_dir, args: MnistMPArgs, data_seed: int):
         super().__init__(data_dir, args, data_seed)
-        if args.resolution not in (28, 32):
-            raise UserError(f"mnist_mp: resolution must be 28 or 32, got {args.resolution}")
         self.input_shape = (3, args.resolution, args.resolution)
         self.num_attributes = GREY_ID + 1
         key = {**args.as_dict(), "version": VERSION}

@@ -36,7 +36,8 @@ import torch
 
 from ..errors import UserError
 from . import register_dataset
-from .base import DatasetArgs, GroupDataset
+from ..checks import non_negative, one_of, positive
+from .base import DatasetArgs, GroupDataset, arg
 from .images import (ImageRows, ImageSplit, ImageTransforms, holdout_envs, resolve_workers,
                      to_normalized_tensor)
 from .sources import missing_data
@@ -68,11 +69,12 @@ TABLE = {  # challenge: (bulldog, dachshund, labrador, corgi, filler)
 
 @dataclass(frozen=True)
 class SpawriousArgs(DatasetArgs):
-    challenge: str = "o2o_easy"
-    per_folder: int = 3168  # T: images per {0,1}/{location}/{breed} folder
-    augment: bool = True  # DomainBed's and the official code's default
-    image_size: int = 224
-    num_workers: int | None = None  # None: $DOMAINBED_SC_WORKERS, else min(4, CPUs)
+    challenge: str = arg("o2o_easy", str, one_of(*TABLE))
+    per_folder: int = arg(3168, int, positive)  # T: images per {0,1}/{location}/{breed} folder
+    augment: bool = arg(True, bool)  # DomainBed's and the official code's default
+    image_size: int = arg(224, int, positive)
+    # None: $DOMAINBED_SC_WORKERS, else min(4, CPUs)
+    num_workers: int | None = arg(None, int, non_negative, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,6 @@ class Spawrious(GroupDataset):
 
     def __init__(self, data_dir, args: SpawriousArgs, data_seed: int):
         super().__init__(data_dir, args, data_seed)
-        self._check(args)
         self.num_attributes = len(LOCATIONS)
         self.input_shape = (3, args.image_size, args.image_size)
         root = self.data_dir / FOLDER
@@ -166,11 +167,3 @@ class Spawrious(GroupDataset):
         return ImageSplit(rows, num_attributes=len(LOCATIONS),
                           tf=transforms(args.image_size, args.augment and train),
                           num_workers=resolve_workers(args.num_workers))
-
-    @staticmethod
-    def _check(args: SpawriousArgs) -> None:
-        if args.challenge not in TABLE:
-            raise UserError(f"spawrious: unknown challenge {args.challenge!r}; "
-                            f"known: {', '.join(TABLE)}")
-        if args.per_folder < 1 or args.image_size < 1:
-            raise UserError("spawrious: per_folder and image_size must be positive")

@@ -13,17 +13,18 @@ from dataclasses import dataclass
 import torch
 
 from . import register_dataset
-from .base import DatasetArgs, GroupDataset, TensorSplit
+from ..checks import at_least, between, non_negative, positive
+from .base import DatasetArgs, GroupDataset, TensorSplit, arg
 
 
 @dataclass(frozen=True)
 class ToyArgs(DatasetArgs):
-    n_train: int = 512
-    n_test: int = 256
-    correlation: float = 0.9
-    test_correlation: float = 0.1
-    noise: float = 1.0
-    core_strength: float = 0.15
+    n_train: int = arg(512, int, at_least(2))  # two environments, alternating
+    n_test: int = arg(256, int, positive)
+    correlation: float = arg(0.9, float, between(0, 1, False, False))
+    test_correlation: float = arg(0.1, float, between(0, 1, False, False))
+    noise: float = arg(1.0, float, non_negative)
+    core_strength: float = arg(0.15, float, non_negative)
 
 
 @register_dataset("toy")

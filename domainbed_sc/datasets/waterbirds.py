@@ -48,7 +48,8 @@ from torch import Tensor
 from ..errors import UserError
 from ..hparams import seed_hash
 from . import register_dataset
-from .base import DatasetArgs, GroupDataset, group_ids
+from ..checks import non_negative, one_of, positive
+from .base import DatasetArgs, GroupDataset, arg, group_ids
 from .images import (ImageRows, ImageSplit, ImageTransforms, holdout_envs, resolve_workers,
                      to_normalized_tensor)
 from .sources import missing_data
@@ -67,10 +68,11 @@ VARIANTS = ("standard", "ex2l_envs")
 
 @dataclass(frozen=True)
 class WaterbirdsArgs(DatasetArgs):
-    variant: str = "standard"
-    augment: bool = False
-    image_size: int = 224
-    num_workers: int | None = None  # None: $DOMAINBED_SC_WORKERS, else min(4, CPUs)
+    variant: str = arg("standard", str, one_of(*VARIANTS))
+    augment: bool = arg(False, bool)
+    image_size: int = arg(224, int, positive)
+    # None: $DOMAINBED_SC_WORKERS, else min(4, CPUs)
+    num_workers: int | None = arg(None, int, non_negative, nullable=True)
 
 
 def transforms(size: int, augment: bool) -> ImageTransforms:
@@ -150,12 +152,12 @@ class Waterbirds(GroupDataset):
     small_images = False
     default_hparams = {"arch": "resnet50"}
 
+    @classmethod
+    def provides_for(cls, args: WaterbirdsArgs) -> frozenset[str]:
+        return frozenset({"s", "g", "e"}) if args.variant == "ex2l_envs" else cls.provides
+
     def __init__(self, data_dir, args: WaterbirdsArgs, data_seed: int):
         super().__init__(data_dir, args, data_seed)
-        if args.variant not in VARIANTS:
-            raise UserError(f"waterbirds: unknown variant {args.variant!r}; known: {', '.join(VARIANTS)}")
-        if args.image_size < 1:
-            raise UserError(f"waterbirds: image_size must be positive, got {args.image_size}")
         self.num_attributes = 2
         self.input_shape = (3, args.image_size, args.image_size)
         rows, split = read_metadata(self.data_dir)
@@ -168,7 +170,6 @@ class Waterbirds(GroupDataset):
 
     def _ex2l_splits(self, rows: ImageRows, split: Tensor) -> None:
         """Environments from official train + val, selection on their holdout, test = official test."""
-        self.provides = frozenset({"s", "g", "e"})
         pool = rows.take(torch.nonzero(split != SPLITS["test"]).flatten())
         g = group_ids(pool.y, pool.s, 2)
         counts = ex2l_group_counts(torch.bincount(g, minlength=4).tolist())

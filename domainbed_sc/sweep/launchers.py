@@ -29,6 +29,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from ..errors import UserError
 from .jobs import Job, JobEnv, JobState, Outcome, error_line, read_state, set_job_id, write_state
 from .packing import group_packs, run_unit
 from .spec import Resources
-from .status import JobStatus, job_statuses
+from .status import INTERRUPTED, JobStatus, job_statuses
 
 
 def report(job: Job, outcome: Outcome, seconds: float) -> None:
@@ -111,15 +112,23 @@ class ParallelLauncher:
         outcomes = []
         units = group_packs(jobs, self.pack)
         workers = min(self.workers, max(1, len(units)))
+        lost = 0  # jobs of units that a dead worker took down with the pool
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(counter, workers, env.device)) as pool:
             futures = {pool.submit(_run_in_worker, unit, env): unit for unit in units}
             for future in as_completed(futures):
-                unit_outcomes, seconds = future.result()
+                try:
+                    unit_outcomes, seconds = future.result()
+                except BrokenProcessPool:
+                    lost += len(futures[future])
+                    continue
                 outcomes += unit_outcomes
                 for job, outcome in zip(futures[future], unit_outcomes):
                     report(job, outcome, seconds)
         print(summarise(outcomes), flush=True)
+        if lost:
+            raise UserError(f"parallel launcher: a worker process died (killed, out of memory?); "
+                            f"{lost} job(s) did not finish; launch again to resume them")
         return outcomes
 
 
@@ -165,7 +174,9 @@ class SlurmLauncher:
         if shutil.which("sbatch") is None:
             raise UserError("slurm launcher: sbatch not found (is SLURM installed, and SLURM_CONF set?)")
         r = self.resources
-        executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
+        # submitit gives up after max_num_timeout time limits (3 by default); preemptions never
+        executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm",
+                                         slurm_max_num_timeout=r.max_requeues)
         params: dict[str, Any] = dict(
             name=self.job_name, timeout_min=r.time, cpus_per_task=r.cpus,
             slurm_array_parallelism=r.array_parallelism, slurm_signal_delay_s=r.signal_delay_s,
@@ -233,9 +244,9 @@ LAUNCHERS = ("local", "parallel", "slurm", "dry")
 
 
 def select(statuses: list[JobStatus], failed_only: bool = False) -> list[Job]:
-    """What a launch runs: failed and never-launched jobs (only failed ones for relaunch
-    --failed).  Done, queued and running jobs are left alone."""
-    wanted = {"failed"} if failed_only else {"failed", "not launched"}
+    """What a launch runs: failed, interrupted and never-launched jobs (only failed and
+    interrupted ones for relaunch --failed).  Done, queued and running jobs are left alone."""
+    wanted = {"failed", INTERRUPTED} | (set() if failed_only else {"not launched"})
     return [s.job for s in statuses if s.state in wanted]
 
 

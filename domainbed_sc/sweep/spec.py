@@ -19,7 +19,7 @@ Layout (every key optional except ``datasets`` and ``algorithms``; an unknown ke
     data_seeds: trial               # or a list; "trial" = data seed equals trial seed
     epochs: 10                      # or steps: 5001
     checkpoint_freq: 100
-    resources: {partition: gpu, time: "2:00:00", gpus: 1, cpus: 4, mem: 16G}
+    resources: {partition: gpu, time: "2:00:00", gpus: 1, cpus: 4, mem: 16G, max_requeues: 100}
 
 Fixed hparams merge global < dataset < algorithm; grid values override fixed ones (an
 algorithm's grid over a global grid's name).  Expansion is the cartesian product in file order,
@@ -61,6 +61,7 @@ class Resources:
     mem: str | None = None  # sbatch --mem syntax, e.g. 16G
     array_parallelism: int = 256
     signal_delay_s: int = 90  # USR2 this long before the time limit: checkpoint and requeue
+    max_requeues: int = 100  # after time limits: submitit's max_num_timeout (its default: 3)
     sbatch: dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options
 
     @classmethod
@@ -75,8 +76,9 @@ class Resources:
         for key in ("cpus", "array_parallelism", "signal_delay_s"):
             if key in values:
                 _positive_int(values[key], f"{where}.{key}")
-        if "gpus" in values and values["gpus"] != 0:
-            _positive_int(values["gpus"], f"{where}.gpus")
+        for key in ("gpus", "max_requeues"):  # 0 allowed
+            if key in values and values[key] != 0:
+                _positive_int(values[key], f"{where}.{key}")
         values["sbatch"] = _mapping(values.get("sbatch"), f"{where}.sbatch")
         return cls(**values)
 
@@ -140,6 +142,13 @@ class Sweep:
             return [(t, t) for t in self.trial_seeds]
         return list(itertools.product(self.trial_seeds, self.data_seeds))
 
+    def count(self) -> int:
+        """How many jobs ``runs`` expands to (before duplicates are dropped), without expanding."""
+        seeds = len(self.trial_seeds) * (1 if self.data_seeds == "trial" else len(self.data_seeds))
+        per_dataset = sum((self.n_hparams if alg.n_hparams is None else alg.n_hparams)
+                          * grid_size({**self.grid, **alg.grid}) * seeds for alg in self.algorithms)
+        return sum(grid_size(ds.grid) for ds in self.datasets) * per_dataset
+
     def runs(self) -> list[RunArgs]:
         """Every job: datasets × dataset grid × algorithms × hparam grid × draws × seeds."""
         out: dict[str, RunArgs] = {}
@@ -157,6 +166,10 @@ class Sweep:
         return list(out.values())
 
 
+def grid_size(grid: dict[str, list[Any]]) -> int:
+    return math.prod(len(values) for values in grid.values())
+
+
 def grid_points(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
     names = list(grid)
     for values in itertools.product(*(grid[n] for n in names)):
@@ -172,16 +185,31 @@ ALGORITHM_KEYS = {"name", "hparams", "grid", "n_hparams"}
 
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"sweep file {path} is a directory, not a YAML file")
     if not path.is_file():
         raise UserError(f"sweep file {path} not found")
     try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a text (UTF-8) file: byte {exc.start} cannot be read") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML: {yaml_fault(exc)}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
         return parse_sweep(raw, path.stem)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
+
+
+def yaml_fault(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem and where it is, in one line ("mapping values are not allowed here
+    (line 3, column 9)")."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def parse_sweep(raw: Any, name: str) -> Sweep:
@@ -312,11 +340,9 @@ def _int_list(raw: Any, where: str) -> list[int]:
 
 # -- validation ------------------------------------------------------------------------------
 def validate(runs: list[RunArgs]) -> None:
-    """Names, dataset args, hparam names/types/values and label requirements, without data."""
-    from ..algorithms import ALGORITHMS
-    from ..datasets import DATASETS
-    from ..hparams import draw
-    from ..training.trainer import LABEL_NAMES, required_labels, requirement_cause
+    """Names, dataset args, hparam names/types/values and label requirements, without data:
+    ``trainer.check_run`` (what ``train`` checks first) once per distinct configuration."""
+    from ..training.trainer import check_run
 
     seen: set[str] = set()
     for args in runs:
@@ -325,14 +351,7 @@ def validate(runs: list[RunArgs]) -> None:
         if key in seen:
             continue
         seen.add(key)
-        ds_cls, alg_cls = DATASETS.get(args.dataset), ALGORITHMS.get(args.algorithm)
-        ds_cls.Args.parse(args.dataset_args)
-        where = f"{args.algorithm} on {args.dataset}"
         try:
-            hparams = draw(alg_cls.space(), 0, ds_cls.small_images, ds_cls.default_hparams, args.hparams)
+            check_run(args)
         except UserError as exc:
-            raise UserError(f"{where}: {exc}") from None
-        missing = sorted(required_labels(alg_cls, hparams) - set(ds_cls.provides))
-        if missing:
-            raise UserError(f"{where}: {requirement_cause(alg_cls, hparams, missing[0])} needs "
-                            f"{LABEL_NAMES[missing[0]]}, which the dataset does not provide")
+            raise UserError(f"{args.algorithm} on {args.dataset}: {exc}") from None

@@ -1,12 +1,16 @@
 """The state of every job of a sweep, from its directory (and SLURM, for SLURM jobs).
 
-States: ``not launched``, ``queued``, ``running``, ``failed`` (with the error's last line), ``done``.
+States: ``not launched``, ``queued``, ``running``, ``interrupted (resumable)``, ``failed`` (with
+the error's last line), ``done``.
 
 * ``done``: the trainer wrote ``done`` (it writes it last);
 * ``running``: a live process holds the job's claim (or SLURM says RUNNING);
 * ``queued``: waiting in SLURM, or in the pool of a live local/parallel launcher;
-* ``failed``: the job raised, SLURM ended it without ``done`` (cancelled, timed out, out of
-  memory, ...), or the process running it died (``interrupted``);
+* ``interrupted (resumable)``: the process running it died (killed, machine lost), or SLURM
+  ended it at its time limit with no requeue left or on a node failure; the next launch resumes
+  it from its checkpoint;
+* ``failed``: the job raised, or SLURM ended it without ``done`` otherwise (cancelled, out of
+  memory, ...);
 * ``not launched``: no launcher touched it, or its launcher died before starting it.
 """
 from __future__ import annotations
@@ -24,10 +28,12 @@ from ..training.records import DONE, RESULTS, read_records
 from ..training.run_dir import pid_alive
 from .jobs import Job, JobState, is_claimed, read_state
 
-STATES = ("not launched", "queued", "running", "failed", "done")
+INTERRUPTED = "interrupted (resumable)"
+STATES = ("not launched", "queued", "running", INTERRUPTED, "failed", "done")
 SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
                 "PREEMPTED"}
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
+SLURM_INTERRUPTED = {"TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}  # not the job's fault
 SACCT_LAG_S = 120  # a fresh submission may not be in sacct yet
 
 
@@ -109,11 +115,12 @@ def job_state(job: Job, recorded: JobState | None, slurm: dict[str, str]) -> tup
             return "running", None
         if sacct == "MISSING":
             return "failed", f"SLURM has no record of job {recorded.job_id}"
-        return "failed", (f"SLURM job {recorded.job_id} ended {sacct} without finishing "
-                          f"(log: {_slurm_log(job, recorded.job_id)})")
+        state = INTERRUPTED if sacct in SLURM_INTERRUPTED else "failed"
+        return state, (f"SLURM job {recorded.job_id} ended {sacct} without finishing "
+                       f"(log: {_slurm_log(job, recorded.job_id)})")
     if recorded.state == "queued":
         return ("queued", None) if _pid_alive(recorded) else ("not launched", None)
-    return "failed", "interrupted: the process running it ended before the job finished"
+    return INTERRUPTED, "the process running it ended before the job finished"
 
 
 def job_statuses(jobs: list[Job]) -> list[JobStatus]:

@@ -73,7 +73,8 @@ class RunArgs:
                  self.algorithm, *(f"{k}{v}" for k, v in sorted(self.hparams.items())),
                  f"h{self.hparams_seed}", f"t{self.trial_seed}", f"d{self.data_seed}",
                  *(["pertrial"] if self.hparams_per_trial else [])]
-        name = "_".join(str(p) for p in parts)
+        # '+' becomes 'p' so that 1e+30 and 1e-30 differ ("1ep30", "1e-30"); other odd characters '-'
+        name = "_".join(str(p) for p in parts).replace("+", "p")
         return "".join(c if c.isalnum() or c in "-_.=" else "-" for c in name)[:120]
 
     def dir_name(self) -> str:

@@ -11,6 +11,7 @@ with a ``diverged`` marker instead.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from ..algorithms import ALGORITHMS, Algorithm, TaskInfo
 from ..cache import atomic_torch_save, atomic_write_bytes
-from ..datasets import GroupDataset, load_dataset
+from ..datasets import DATASETS, DatasetArgs, GroupDataset, load_dataset
 from ..datasets.base import Batch
 from ..errors import UserError
 from ..hparams import draw, seed_hash
@@ -130,10 +131,26 @@ def requirement_cause(algorithm_cls: type[Algorithm], hparams: dict[str, Any], l
     return f"algorithm {algorithm_cls.name}" + (f" with {reason}" if reason else "")
 
 
-def check_requirements(algorithm_cls: type[Algorithm], hparams: dict[str, Any], ds: GroupDataset) -> None:
-    for label in sorted(required_labels(algorithm_cls, hparams) - set(ds.provides)):
+def check_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any], dataset: str,
+                 dataset_args: DatasetArgs, provides: frozenset[str]) -> None:
+    for label in sorted(required_labels(algorithm_cls, hparams) - set(provides)):
+        configured = f" {json.dumps(dataset_args.changed())}" if dataset_args.changed() else ""
         raise UserError(f"{requirement_cause(algorithm_cls, hparams, label)} needs "
-                        f"{LABEL_NAMES[label]}, which dataset {ds.name} does not provide")
+                        f"{LABEL_NAMES[label]}, which dataset {dataset}{configured} does not provide")
+
+
+def check_run(args: RunArgs) -> None:
+    """Every check of a run's arguments that needs no data: names, dataset arguments and hparam
+    overrides (type and range), and the labels the algorithm needs against what the dataset
+    provides with these arguments.  ``train`` and sweep validation both call this."""
+    ds_cls, alg_cls = DATASETS.get(args.dataset), ALGORITHMS.get(args.algorithm)
+    ds_args = ds_cls.parse_args(args.dataset_args)
+    hparams = draw(alg_cls.space(), 0, ds_cls.small_images, ds_cls.default_hparams, args.hparams)
+    check_labels(alg_cls, hparams, args.dataset, ds_args, ds_cls.provides_for(ds_args))
+
+
+def check_requirements(algorithm_cls: type[Algorithm], hparams: dict[str, Any], ds: GroupDataset) -> None:
+    check_labels(algorithm_cls, hparams, ds.name, ds.args, ds.provides)
     if hparams["sampler"] == "uniform_env" and ds.num_envs < 2:
         raise UserError(f"algorithm {algorithm_cls.name} needs at least 2 training environments; "
                         f"dataset {ds.name} has {ds.num_envs}")
@@ -182,6 +199,7 @@ class Run:
         self.args, self.opts = args, opts
         self.out_dir = Path(opts.output_dir)
         self.device = resolve_device(opts.device)
+        check_run(args)  # bad arguments fail here, before any data is read
         self.ds = load_dataset(args.dataset, args.dataset_args, args.data_seed, opts.data_dir)
         self.alg_cls, self.hparams = resolve_hparams(args, self.ds)
         check_requirements(self.alg_cls, self.hparams, self.ds)

@@ -1,0 +1,50 @@
+"""A parallel launcher whose worker process is killed says so in one line (no traceback), and the
+next launch resumes every job (the fault-injection script, benchmarks/fault_injection.py, found
+the traceback)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import fault_injection  # noqa: E402
+
+from domainbed_sc.cli import main  # noqa: E402
+from domainbed_sc.sweep import sweep_jobs  # noqa: E402
+from domainbed_sc.training.records import CHECKPOINT, DONE, RESULTS, read_records  # noqa: E402
+
+
+def test_a_killed_worker_is_one_line_and_the_next_launch_resumes(tmp_path):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(fault_injection.SWEEP.format(seeds=[0, 1, 2, 3], steps=400, freq=40))
+    out = tmp_path / "out"
+    _, jobs = sweep_jobs(sweep, out)
+    proc = subprocess.Popen([sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(sweep),
+                             "--output-root", str(out), "--device", "cpu", "--launcher", "parallel",
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=fault_injection.ENV, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not any((j.dir / CHECKPOINT).exists() for j in jobs) and time.time() < deadline:
+            time.sleep(0.05)
+        pool = fault_injection.workers(proc.pid)
+        assert pool, "the pool must be running"
+        os.kill(pool[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    # besides multiprocessing's resource tracker, which may warn of the dead worker's semaphores
+    lines = [line for line in err.strip().splitlines() if "resource_tracker" not in line]
+    assert len(lines) == 1 and "a worker process died" in lines[0], err
+
+    assert main(["sweep", "launch", str(sweep), "--output-root", str(out), "--device", "cpu"]) == 0
+    for job in jobs:
+        assert (job.dir / DONE).exists()
+        assert [r["step"] for r in read_records(job.dir / RESULTS)] == list(range(40, 401, 40))

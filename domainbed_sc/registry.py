@@ -29,12 +29,16 @@ class Registry(Generic[T]):
     @contextlib.contextmanager
     def temporary(self, name: str, obj: T) -> Iterator[T]:
         """``obj`` registered as ``name`` for the ``with`` block only: tests register their own
-        classes this way, so code that walks the registry (the contract tests) never sees them."""
+        classes this way, so code that walks the registry (the contract tests) never sees them.
+        An object already registered under another name gets that name back afterwards."""
+        old = obj.__dict__.get("name") if hasattr(obj, "__dict__") else None
         self.register(name)(obj)
         try:
             yield obj
         finally:
             del self._items[name]
+            if old is not None:
+                obj.name = old  # type: ignore[attr-defined]
 
     def get(self, name: str) -> T:
         if name not in self._items:

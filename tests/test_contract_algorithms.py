@@ -191,7 +191,7 @@ def test_an_algorithm_no_tiny_dataset_fits_fails_by_name(tmp_path):
 def test_temporary_registrations_end_with_their_scope():
     with ALGORITHMS.temporary("ScopedForContractTest", ERM):
         assert "ScopedForContractTest" in ALGORITHMS.names()
-    assert "ScopedForContractTest" not in ALGORITHMS
+    assert "ScopedForContractTest" not in ALGORITHMS and ERM.name == "ERM"
     with pytest.raises(UserError, match="unknown algorithm"):
         ALGORITHMS.get("ScopedForContractTest")
     with pytest.raises(KeyError), ALGORITHMS.temporary("ScopedForContractTest", ERM):

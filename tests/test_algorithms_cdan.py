@@ -169,7 +169,7 @@ def test_randomized_state_round_trip():
     torch.manual_seed(9)  # other random matrices and weights, which the checkpoint replaces
     fresh = ALGORITHMS.get("CDAN")(alg.task, alg.hparams)
     assert not torch.equal(fresh.random_f, alg.random_f)
-    fresh.load_checkpoint_state(torch.load(buf, weights_only=False))
+    fresh.load_checkpoint_state(torch.load(buf, weights_only=True))
     alg.update([fixed_batch()])
     fresh.update([fixed_batch()])
     assert all(torch.equal(p, q) for p, q in zip(alg.state_dict().values(), fresh.state_dict().values()))

@@ -402,7 +402,7 @@ def test_chroma_state_round_trip(tmp_path, kind):
     fresh = make("ChromaVAE", chroma_zdim=8, chroma_zp=0.25, chroma_stage2=kind,
                  chroma_stage2_epochs=2, batch_size=16)
     assert fresh.stage == 1
-    fresh.load_checkpoint_state(torch.load(buf, weights_only=False))
+    fresh.load_checkpoint_state(torch.load(buf, weights_only=True))
     assert fresh.stage == 2
     x = torch.rand(9, 2, 8, 8)
     alg.eval()

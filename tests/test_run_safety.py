@@ -59,7 +59,16 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_set_aside(tmp_path, cap
     assert not (out / CHECKPOINT).exists() and len(list(out.glob(CHECKPOINT + ".corrupt-*"))) == 1
 
 
-@pytest.mark.parametrize("damage", ["truncate", "random"])
+def damaged(blob: bytes, damage: str) -> bytes:
+    if damage == "truncate":
+        return blob[:len(blob) // 2]
+    if damage == "random":
+        return os.urandom(len(blob))
+    mid = len(blob) // 2  # "inner": bytes inside the payload, which torch's zip reader would load
+    return blob[:mid] + bytes(b ^ 0xFF for b in blob[mid:mid + 16]) + blob[mid + 16:]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random", "inner"])
 def test_a_corrupt_checkpoint_is_set_aside_and_the_run_restarts(tmp_path, capsys, damage):
     args = RunArgs("toy", epochs=3)
     ref = list(read_records(train(args, opts(tmp_path / "ref", tmp_path)) / RESULTS))
@@ -67,7 +76,7 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_run_restarts(tmp_path, capsys
     with killed_after(16):
         train(args, opts(out, tmp_path))
     blob = (out / CHECKPOINT).read_bytes()
-    bad = blob[:len(blob) // 2] if damage == "truncate" else os.urandom(len(blob))
+    bad = damaged(blob, damage)
     (out / CHECKPOINT).write_bytes(bad)
     capsys.readouterr()
     train(args, opts(out, tmp_path))
@@ -77,6 +86,23 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_run_restarts(tmp_path, capsys
     assert len(aside) == 1 and aside[0].read_bytes() == bad, "never deleted"
     strip = lambda recs: [{k: v for k, v in r.items() if k != "wall_time"} for r in recs]
     assert strip(read_records(out / RESULTS)) == strip(ref) and (out / DONE).exists()
+
+
+def test_a_checkpoint_whose_record_was_lost_restarts_the_run(tmp_path, capsys):
+    """results.jsonl lost its last line after the checkpoint was written: resuming would never
+    write that step's record again, so the run starts over (and ends like an untouched one)."""
+    args = RunArgs("toy", epochs=3)
+    ref = list(read_records(train(args, opts(tmp_path / "ref", tmp_path)) / RESULTS))
+    out = tmp_path / "run"
+    with killed_after(16):
+        train(args, opts(out, tmp_path))
+    lines = (out / RESULTS).read_bytes().splitlines(keepends=True)
+    (out / RESULTS).write_bytes(b"".join(lines[:-1]))
+    capsys.readouterr()
+    train(args, opts(out, tmp_path))
+    assert f"results.jsonl has no record of checkpoint step 16" in capsys.readouterr().err
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "wall_time"} for r in recs]
+    assert strip(read_records(out / RESULTS)) == strip(ref)
 
 
 # -- 2: one process per run dir ---------------------------------------------------------------

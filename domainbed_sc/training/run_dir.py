@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import json
 import logging
 import math
@@ -204,22 +206,53 @@ def _fault(exc: BaseException) -> str:
     return line.split(". ")[0].rstrip(".")
 
 
+#: a checkpoint file is torch.save's bytes, then this mark and their SHA-256: torch's zip reader
+#: checks no CRC, so bytes damaged inside a tensor would otherwise load as silently wrong weights
+SEAL = b"domainbed_sc-sha256:"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    atomic_write_bytes(path, lambda f: f.write(payload + SEAL + hashlib.sha256(payload).digest()))
+
+
+def _unseal(blob: bytes) -> bytes:
+    """The torch.save payload of a checkpoint file; files written before the seal pass as is."""
+    payload, mark, digest = blob[:-52], blob[-52:-32], blob[-32:]
+    if mark != SEAL:
+        return blob
+    if hashlib.sha256(payload).digest() != digest:
+        raise ValueError("checksum mismatch: the file was damaged after it was written")
+    return payload
+
+
 def load_checkpoint(path: Path, device: torch.device, log: logging.Logger) -> dict[str, Any] | None:
-    """The checkpoint's state, or None (after moving it aside) if it cannot be read.  A pickle
-    that would create objects other than tensors and plain types is refused with a UserError."""
+    """The checkpoint's state, or None (after moving it aside) if it cannot be read or fails its
+    checksum.  A pickle that would create objects other than tensors and plain types is refused
+    with a UserError."""
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(io.BytesIO(_unseal(path.read_bytes())), map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch reports a bad file through many types
-        fault = _fault(exc)
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(path, aside)
         if "unsupported global" in str(exc).lower():  # a pickle that would call a function
-            raise UserError(f"refusing checkpoint {path}: it would run code ({fault}); "
+            aside = set_aside(path)
+            raise UserError(f"refusing checkpoint {path}: it would run code ({_fault(exc)}); "
                             f"moved to {aside.name}") from None
-        message = f"unreadable checkpoint {path} ({fault}): moved to {aside.name}, restarting from scratch"
-        log.warning(message)
-        print(f"domainbed-sc: warning: {message}", file=sys.stderr, flush=True)
+        restart_from_scratch(path, f"unreadable checkpoint {path} ({_fault(exc)})", log)
         return None
 
+
+def set_aside(path: Path) -> Path:
+    """Rename a bad file out of the way (never delete what may be evidence)."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    return aside
+
+
+def restart_from_scratch(path: Path, why: str, log: logging.Logger) -> None:
+    message = f"{why}: moved to {set_aside(path).name}, restarting from scratch"
+    log.warning(message)
+    print(f"domainbed-sc: warning: {message}", file=sys.stderr, flush=True)

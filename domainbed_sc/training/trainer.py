@@ -24,14 +24,14 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..algorithms import ALGORITHMS, Algorithm, TaskInfo
-from ..cache import atomic_torch_save, atomic_write_bytes
+from ..cache import atomic_write_bytes
 from ..datasets import DATASETS, DatasetArgs, GroupDataset, load_dataset
 from ..datasets.base import Batch
 from ..errors import UserError
 from ..hparams import draw, seed_hash
 from .evaluation import predict_split, split_metrics
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
-from .run_dir import load_checkpoint, mark_diverged, open_run_dir
+from .run_dir import load_checkpoint, mark_diverged, open_run_dir, restart_from_scratch, save_checkpoint
 from .samplers import Sampler, WeightedSampler, make_sampler, restore_sampler
 
 LABEL_NAMES = {"s": "spurious-attribute labels (s)", "g": "group labels (g)", "e": "environment labels (e)"}
@@ -237,10 +237,16 @@ class Run:
                  "schedule": dataclasses.asdict(self.schedule),
                  "sampler": self.sampler.state_dict(), "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-        atomic_torch_save(state, self.out_dir / CHECKPOINT)
+        save_checkpoint(state, self.out_dir / CHECKPOINT)
 
     def try_resume(self) -> None:
-        state = load_checkpoint(self.out_dir / CHECKPOINT, self.device, logging.getLogger(__name__))
+        path, log = self.out_dir / CHECKPOINT, logging.getLogger(__name__)
+        state = load_checkpoint(path, self.device, log)
+        if state is not None and state["step"] not in {r["step"] for r in read_records(self.out_dir / RESULTS)}:
+            # each checkpoint is written after its record: a missing record means results.jsonl
+            # lost lines, which resuming would never write again
+            restart_from_scratch(path, f"{RESULTS} has no record of checkpoint step {state['step']}", log)
+            state = None
         if state is None:
             (self.out_dir / RESULTS).unlink(missing_ok=True)  # records without a checkpoint are stale
             return

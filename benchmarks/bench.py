@@ -204,7 +204,7 @@ def eval_throughput(data_dir: Path, sizes: Sizes, macs: int, out: Path) -> Throu
     splits = [s if sizes.eval_cap is None else s.subset(torch.arange(min(sizes.eval_cap, len(s))))
               for s in run.ds.splits.values()]
     t0 = time.perf_counter()
-    images = sum(len(predict_split(run.algorithm, split, run.opts.eval_batch_size, run.device))
+    images = sum(len(predict_split(run.algorithm, split, run.eval_batch_size, run.device))
                  for split in splits)
     return throughput(images, time.perf_counter() - t0, 2 * macs)
 

@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..cli import add_env_arguments
+from ..cli import add_env_arguments, eval_options
 
 
 def key_value(text: str) -> tuple[str, str | bool]:
@@ -55,7 +55,7 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
     root = jobs[0].dir.parent
     print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}", flush=True)
     launcher = make_launcher(a, sweep, root)
-    result = launch_jobs(jobs, launcher, JobEnv(resolve_data_dir(a.data_dir), a.device), failed_only)
+    result = launch_jobs(jobs, launcher, JobEnv(resolve_data_dir(a.data_dir), a.device, **eval_options(a)), failed_only)
     failed = sum(r is Outcome.FAILED for r in result)
     if failed:
         raise UserError(f"{failed} job(s) failed; `domainbed-sc sweep status {a.sweep}` shows "

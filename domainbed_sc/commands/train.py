@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, add_run_arguments
+from ..cli import add_env_arguments, add_run_arguments, eval_options
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -17,7 +17,8 @@ def cmd_train(a: argparse.Namespace) -> None:
                    data_seed=a.data_seed, steps=a.steps, epochs=a.epochs,
                    checkpoint_freq=a.checkpoint_freq)
     out = Path(a.output_dir) if a.output_dir else Path(a.output_root) / args.dir_name()
-    opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet)
+    opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet,
+                      **eval_options(a))
     out = train(args, opts)
     last = list(read_records(out / RESULTS))[-1]
     print(f"output: {out}")

@@ -214,6 +214,10 @@ def train_command(job: Job, env: JobEnv) -> str:
         if value is not None:
             cmd += [flag, str(value)]
     cmd += ["--output-dir", str(job.dir), "--data-dir", str(env.data_dir), "--device", env.device]
+    if env.eval_train != "subsample":
+        cmd += ["--eval-train", env.eval_train]
+    if env.eval_batch_size is not None:
+        cmd += ["--eval-batch-size", str(env.eval_batch_size)]
     return shlex.join(cmd)
 
 

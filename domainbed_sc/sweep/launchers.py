@@ -38,6 +38,7 @@ import torch
 from ..errors import UserError
 from .jobs import Job, JobEnv, JobState, Outcome, error_line, read_state, set_job_id, write_state
 from .packing import group_packs, run_unit
+from .progress import LaunchProgress
 from .spec import Resources
 from .status import JobStatus, job_statuses
 
@@ -65,11 +66,12 @@ class LocalLauncher:
         for job in jobs:  # queued under this process: shown as such while it lives
             write_state(job.dir, JobState("queued", self.name))
         outcomes = []
+        progress = LaunchProgress(len(jobs))
         for unit in group_packs(jobs, self.pack):
             t0 = time.time()
             outcomes += run_unit(unit, env, self.name)
-            for job, outcome in zip(unit, outcomes[-len(unit):]):
-                report(job, outcome, time.time() - t0)
+            progress.unit_done(unit, outcomes[-len(unit):], time.time() - t0)
+        progress.close()
         print(summarise(outcomes), flush=True)
         return outcomes
 
@@ -78,13 +80,18 @@ class LocalLauncher:
 _worker_device: str | None = None
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads per parallel worker: its share of the cores this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
 def _init_worker(counter: Any, workers: int, device: str) -> None:
     """Give this worker its share of CPU threads and, with device auto, a GPU round-robin."""
     global _worker_device
     with counter.get_lock():
         index = counter.value
         counter.value += 1
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))  # cores we may use
+    torch.set_num_threads(worker_threads(workers))
     gpus = torch.cuda.device_count() if device == "auto" else 0
     _worker_device = f"cuda:{index % gpus}" if gpus else device
 
@@ -111,14 +118,15 @@ class ParallelLauncher:
         outcomes = []
         units = group_packs(jobs, self.pack)
         workers = min(self.workers, max(1, len(units)))
+        progress = LaunchProgress(len(jobs), workers)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(counter, workers, env.device)) as pool:
             futures = {pool.submit(_run_in_worker, unit, env): unit for unit in units}
             for future in as_completed(futures):
                 unit_outcomes, seconds = future.result()
                 outcomes += unit_outcomes
-                for job, outcome in zip(futures[future], unit_outcomes):
-                    report(job, outcome, seconds)
+                progress.unit_done(futures[future], unit_outcomes, seconds)
+        progress.close()
         print(summarise(outcomes), flush=True)
         return outcomes
 

@@ -95,12 +95,14 @@ class Sizes:
     eval_images: int = 4096
     gpu_packs: tuple[int, ...] = (1, 8, 32, 128, 512, 2048)
     gpu_sweep_jobs: int = 64
+    gpu_sweep_epochs: float = 10
 
 
 QUICK = Sizes(matmul_n=512, matmul_repeats=2, steps=5, warmup=2, pack=2, sweep_runs=2, sweep_steps=5,
               repeats=1, eval_cap=1024, cmnist_steps=3, cmnist_freq=2, thesis_epochs=2, sweep_jobs=2,
               sweep_epochs=0.01, split_cap=400, split_subsample=100, eval_batches=(64, 512),
-              eval_images=1024, gpu_packs=(1, 8), gpu_sweep_jobs=2)
+              eval_images=1024, gpu_packs=(1, 8), gpu_sweep_jobs=2,
+              gpu_sweep_epochs=0.01)
 SECTIONS = ("core", "launchers", "cmnist", "thesis", "sweep", "evalbatch", "gpu")
 
 

@@ -26,7 +26,8 @@ from typing import Any, Iterator
 
 import torch
 
-from runs import THESIS, TODAY, TODAY_FLAGS, launch_seconds, sync, thesis_runs, thesis_sweep, threads, train_seconds
+from runs import (THESIS, TODAY, TODAY_FLAGS, launch_seconds, sync, thesis_runs, thesis_sweep, threads,
+                  train_seconds)
 
 CMNIST = {"dataset": "cmnist", "algorithm": "ERM"}  # DomainBed variant, test env 2, default hparams
 ARCH_INPUTS = {"mnist_cnn": (2, 28, 28), "lenet5": (3, 32, 32), "rcl_cnn": (3, 28, 28), "mlp": (2, 28, 28)}
@@ -77,6 +78,24 @@ def timed_evaluation() -> Iterator[list[float]]:
         trainer.evaluate = evaluate
 
 
+def warm_up(run_args: dict, data_dir: Path, out: Path, device: str) -> None:
+    """What the first run of a process pays and the second not: the dataset cache, imports on
+    the first optimizer step (torch._dynamo), oneDNN's primitives."""
+    from domainbed_sc.training.evaluation import predict_split
+    from domainbed_sc.training.records import RunArgs
+    from domainbed_sc.training.trainer import Run, RunOptions
+
+    run = Run(RunArgs(**{**run_args, "steps": 2, "epochs": None}),
+              RunOptions(out, data_dir, device, progress=False))
+    stream = run.batch_stream()
+    for _ in range(2):
+        run.train_step(next(stream))
+    train = run.ds.splits["train"]
+    for batch_size in {run.eval_batch_size, TODAY["eval_batch_size"]}:
+        some = torch.arange(min(batch_size, len(train)))
+        predict_split(run.algorithm, train, batch_size, run.device, some)
+
+
 def one_run(run_args: dict, opts: dict, out: Path, data_dir: Path, device: str) -> dict[str, Any]:
     """Wall time (dataset cached) of one run through the trainer, its evaluation seconds, records."""
     from domainbed_sc.training.records import RESULTS, RunArgs, read_records
@@ -97,13 +116,11 @@ def same_records(a: list[dict], b: list[dict], splits: set[str]) -> bool:
         and all(x["metrics"][s] == y["metrics"][s] for s in splits) for x, y in zip(a, b))
 
 
-def today_vs_new(run_args: dict, sizes, data_dir: Path, out: Path, device: str, n_threads: int | None) -> dict:
-    from domainbed_sc.datasets import load_dataset
-
+def today_vs_new(run_args: dict, sizes, data_dir: Path, out: Path, device: str,
+                 n_threads: int | None) -> dict:
+    """One run with today's evaluation and one with the new, timed and compared."""
     with capped_splits(sizes.split_cap, sizes.split_subsample), threads(n_threads):
-        load_dataset(run_args["dataset"], run_args.get("dataset_args"), run_args.get("data_seed", 0),
-                     data_dir)  # build the cache outside the timings
-        # new first: it pays the process's warm-up (oneDNN primitives, allocator), not today
+        warm_up(run_args, data_dir, out / "warm-up", device)
         new = one_run(run_args, {}, out / "new", data_dir, device)
         today = one_run(run_args, TODAY, out / "today", data_dir, device)
     new_recs, today_recs = new.pop("records"), today.pop("records")
@@ -172,7 +189,8 @@ def evalbatch_section(sizes, device: str) -> dict:
 
 def gpu_section(sizes, data_dir: Path, out: Path) -> dict:
     """Training images/s of K packed thesis runs for growing K until memory runs out, and a
-    64-run thesis sweep in packs of the largest K that fit (at most 64)."""
+    64-run thesis sweep (10 epochs, the whole protocol) in packs of the largest K that fit (at
+    most 64)."""
     if not torch.cuda.is_available():
         return {"skipped": "CUDA is not available on this machine"}
     batch = THESIS["hparams"]["batch_size"]
@@ -187,11 +205,11 @@ def gpu_section(sizes, data_dir: Path, out: Path) -> dict:
             runs = None
             torch.cuda.empty_cache()
     pack = min(max(packs), sizes.gpu_sweep_jobs)
-    sweep = thesis_sweep(out / "gpu_sweep.yaml", sizes.gpu_sweep_jobs, {"epochs": sizes.sweep_epochs})
+    sweep = thesis_sweep(out / "gpu_sweep.yaml", sizes.gpu_sweep_jobs, {"epochs": sizes.gpu_sweep_epochs})
     seconds = launch_seconds(sweep, out / "gpu_sweep", data_dir, "cuda", ["--pack", str(pack)])
     return {"device": torch.cuda.get_device_name(), "one_run_images_per_s": packs[1],
             "packed_images_per_s": packs, "largest_pack": max(packs),
-            "sweep": {"jobs": sizes.gpu_sweep_jobs, "epochs": sizes.sweep_epochs, "pack": pack,
+            "sweep": {"jobs": sizes.gpu_sweep_jobs, "epochs": sizes.gpu_sweep_epochs, "pack": pack,
                       "wall_s": seconds}}
 
 
@@ -222,31 +240,42 @@ def run_rows(name: str, r: dict) -> list[list[str]]:
     return rows
 
 
+def sweep_table(sw: dict) -> list[list[str]]:
+    rows = [[name, f"{sec:.1f}"] for name, sec in sw["wall_s"].items()]
+    return rows + [[f"speed-up vs --launcher local (target {TARGETS['sweep']})", f"{sw['speedup_vs_local']:.2f}x"],
+                   ["speed-up vs today", f"{sw['speedup_vs_today']:.2f}x"]]
+
+
+def evalbatch_table(eb: dict) -> list[list[Any]]:
+    return [[arch, *(f"{r[b]:.0f}" for b in r), eb["best"][arch]] for arch, r in eb["images_per_s"].items()]
+
+
+def gpu_table(g: dict) -> list[list[str]]:
+    rows = [[f"pack {k}" + " (one run)" * (k == 1), f"{v:.0f}"] for k, v in g["packed_images_per_s"].items()]
+    sw = g["sweep"]
+    return rows + [[f"sweep: {sw['jobs']} jobs x {sw['epochs']} epochs, packs of {sw['pack']}",
+                    f"{sw['wall_s']:.1f} s"]]
+
+
 def tables(results: dict[str, dict]) -> str:
     from tabulate import tabulate
 
     out = []
-    runs = [row for name in ("cmnist", "thesis") if name in results for row in run_rows(name, results[name])]
-    if runs:
-        out.append(tabulate(runs, ["one run (today: full eval, batch 512)", "wall s", "eval s",
-                                   "eval share", "train n"], tablefmt="github"))
+    one = [row for name in ("cmnist", "thesis") if name in results for row in run_rows(name, results[name])]
+    if one:
+        out.append(tabulate(one, ["one run (today: full eval, batch 512)", "wall s", "eval s",
+                                  "eval share", "train n"], tablefmt="github"))
     if "sweep" in results:
         sw = results["sweep"]
-        rows = [[name, f"{sec:.1f}"] for name, sec in sw["wall_s"].items()]
-        rows += [["speed-up vs --launcher local (target 1.3)", f"{sw['speedup_vs_local']:.2f}x"],
-                 ["speed-up vs today", f"{sw['speedup_vs_today']:.2f}x"]]
-        out.append(tabulate(rows, [f"thesis sweep: {sw['jobs']} jobs x {sw['epochs']} epochs", "wall s"],
-                            tablefmt="github"))
+        out.append(tabulate(sweep_table(sw), [f"thesis sweep: {sw['jobs']} jobs x {sw['epochs']} epochs",
+                                              "wall s"], tablefmt="github"))
     if "evalbatch" in results:
         eb = results["evalbatch"]
         batches = list(next(iter(eb["images_per_s"].values())))
-        rows = [[arch, *(f"{r[b]:.0f}" for b in batches), eb["best"][arch]] for arch, r in eb["images_per_s"].items()]
-        out.append(tabulate(rows, [f"eval img/s on {eb['device']}, {eb['threads']} threads", *batches, "best"],
-                            tablefmt="github"))
+        out.append(tabulate(evalbatch_table(eb), [f"eval img/s, {eb['device']}, {eb['threads']} threads",
+                                                  *batches, "best"], tablefmt="github"))
     if "gpu" in results:
         g = results["gpu"]
-        out.append(f"gpu: skipped ({g['skipped']})" if "skipped" in g else tabulate(
-            [[f"pack {k}", f"{v:.0f}"] for k, v in g["packed_images_per_s"].items()]
-            + [[f"sweep {g['sweep']['jobs']} jobs in packs of {g['sweep']['pack']}", f"{g['sweep']['wall_s']:.1f} s"]],
-            [f"gpu: {g['device']}", "train img/s"], tablefmt="github"))
+        out.append(f"gpu: skipped ({g['skipped']})" if "skipped" in g
+                   else tabulate(gpu_table(g), [f"gpu: {g['device']}", "train img/s"], tablefmt="github"))
     return "\n\n".join(out)

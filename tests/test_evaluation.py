@@ -90,7 +90,7 @@ def test_cli_eval_flags(tmp_path, capsys):
     assert main(base + ["--output-dir", str(tmp_path / "f"), "--eval-train", "full"]) == 0
     assert "(n=8192)" in capsys.readouterr().out
     assert main(base + ["--output-dir", str(tmp_path / "s")]) == 0
-    assert f"(n={SUBSAMPLE_MAX})" in capsys.readouterr().out
+    assert f"(n={SUBSAMPLE_MAX}, subsample)" in capsys.readouterr().out
     assert main(base + ["--output-dir", str(tmp_path / "z"), "--eval-batch-size", "0"]) == 2
     assert "evaluation batch size must be at least 1" in capsys.readouterr().err
 

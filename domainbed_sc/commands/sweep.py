@@ -79,7 +79,8 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
     launcher = make_launcher(a, sweep, root)
     print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}; launcher {launcher_text(launcher)} "
           f"({why})", flush=True)
-    result = launch_jobs(jobs, launcher, JobEnv(resolve_data_dir(a.data_dir), a.device, **eval_options(a)), failed_only)
+    env = JobEnv(resolve_data_dir(a.data_dir), a.device, **eval_options(a))
+    result = launch_jobs(jobs, launcher, env, failed_only)
     failed = sum(r is Outcome.FAILED for r in result)
     if failed:
         raise UserError(f"{failed} job(s) failed; `domainbed-sc sweep status {a.sweep}` shows "

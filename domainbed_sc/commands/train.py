@@ -26,7 +26,7 @@ def cmd_train(a: argparse.Namespace) -> None:
           f"device {last['device']}")
     for split, m in last["metrics"].items():
         wga = f"  WGA {m['wga']:.4f}" if "wga" in m else ""
-        print(f"  {split:12s} acc {m['acc']:.4f}{wga}  (n={m['n']})")
+        print(f"  {split:12s} acc {m['acc']:.4f}{wga}  (n={m['n']}{', subsample' * bool(m.get('subsample'))})")
 
 
 def add_parser(sub) -> None:

@@ -150,6 +150,9 @@ def thesis_section(sizes, data_dir: Path, out: Path, device: str) -> dict:
 
 
 def sweep_section(sizes, data_dir: Path, out: Path, device: str) -> dict:
+    from domainbed_sc.datasets import load_dataset
+
+    load_dataset(THESIS["dataset"], THESIS["dataset_args"], 0, data_dir)  # cached before the timings
     sweep = thesis_sweep(out / "thesis_sweep.yaml", sizes.sweep_jobs, {"epochs": sizes.sweep_epochs})
     variants = {"default launcher, new evaluation": [],
                 "local, new evaluation": ["--launcher", "local"],
@@ -187,27 +190,27 @@ def evalbatch_section(sizes, device: str) -> dict:
             "best": {arch: max(r, key=r.get) for arch, r in rows.items()}}
 
 
-def gpu_section(sizes, data_dir: Path, out: Path) -> dict:
+def gpu_section(sizes, data_dir: Path, out: Path, device: str = "cuda") -> dict:
     """Training images/s of K packed thesis runs for growing K until memory runs out, and a
     64-run thesis sweep (10 epochs, the whole protocol) in packs of the largest K that fit (at
-    most 64)."""
-    if not torch.cuda.is_available():
-        return {"skipped": "CUDA is not available on this machine"}
+    most 64).  ``device`` is a parameter so the code path can be tried on a CPU."""
     batch = THESIS["hparams"]["batch_size"]
     packs: dict[int, float] = {}
     for k in sizes.gpu_packs:
         try:
-            runs = thesis_runs(k, data_dir, out / f"gpu_pack{k}", "cuda")
+            runs = thesis_runs(k, data_dir, out / f"gpu_pack{k}", device)
             packs[k] = k * batch * sizes.steps / train_seconds(runs, sizes.warmup, sizes.steps)
         except torch.cuda.OutOfMemoryError:
             break
         finally:
             runs = None
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     pack = min(max(packs), sizes.gpu_sweep_jobs)
     sweep = thesis_sweep(out / "gpu_sweep.yaml", sizes.gpu_sweep_jobs, {"epochs": sizes.gpu_sweep_epochs})
-    seconds = launch_seconds(sweep, out / "gpu_sweep", data_dir, "cuda", ["--pack", str(pack)])
-    return {"device": torch.cuda.get_device_name(), "one_run_images_per_s": packs[1],
+    seconds = launch_seconds(sweep, out / "gpu_sweep", data_dir, device, ["--pack", str(pack)])
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else device
+    return {"device": name, "one_run_images_per_s": packs[1],
             "packed_images_per_s": packs, "largest_pack": max(packs),
             "sweep": {"jobs": sizes.gpu_sweep_jobs, "epochs": sizes.gpu_sweep_epochs, "pack": pack,
                       "wall_s": seconds}}
@@ -222,6 +225,8 @@ def run_section(name: str, sizes, data_dir: Path, out: Path, device: str) -> dic
         return sweep_section(sizes, data_dir, out, device)
     if name == "evalbatch":
         return evalbatch_section(sizes, device)
+    if not torch.cuda.is_available():
+        return {"skipped": "CUDA is not available on this machine"}
     return gpu_section(sizes, data_dir, out)
 
 

@@ -13,6 +13,10 @@ job at once), skips it if done, and otherwise trains it, resuming from its check
   requeued job neither loses nor duplicates records.
 * ``dry``: print the jobs (as ``domainbed-sc train`` commands) and run nothing.
 
+``sweep launch`` without ``--launcher`` uses ``parallel`` on a machine without a GPU and ``local``
+with one (``commands/sweep.py``).  Local and parallel show one progress bar over the jobs with an
+ETA (``progress.py``).
+
 With ``pack`` > 1 (``sweep launch --pack K``) local, parallel and slurm run jobs that differ only
 in their seeds K at a time as one packed process (``packing.run_pack``, one array task per pack);
 the others as before.

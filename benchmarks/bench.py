@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of every measurement")
     p.add_argument("--sections", type=section_list, default=list(SECTIONS),
                    help=f"comma-separated, of {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--sweep-epochs", type=float, help=f"epochs per job of the sweep section (default "
+                   f"{Sizes.sweep_epochs}; the thesis protocol is 10)")
     p.add_argument("--baseline-run", action="store_true", help=argparse.SUPPRESS)  # one baseline process
     p.add_argument("--sweep-steps", type=int, default=Sizes.sweep_steps, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -379,7 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.baseline_run:
         print(json.dumps(baseline_loop(data_dir, a.sweep_steps, 0, evaluate=True)))
         return
-    result = measure(data_dir, QUICK if a.quick else Sizes(), a.sections)
+    sizes = QUICK if a.quick else Sizes()
+    if a.sweep_epochs is not None:
+        sizes = dataclasses.replace(sizes, sweep_epochs=a.sweep_epochs)
+    result = measure(data_dir, sizes, a.sections)
     print(report.table(result))
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

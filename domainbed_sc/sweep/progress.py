@@ -43,7 +43,7 @@ class LaunchProgress:
         self.eta = duration(None)
         # disable=None: no bar where stderr is no terminal (logs, pipes); `sweep status` has the ETA
         self.bar = tqdm(total=jobs, unit="job", desc="sweep", file=sys.stderr, mininterval=1.0,
-                        bar_format="{desc}: {n_fmt}/{total_fmt} jobs |{bar}| {elapsed}, {postfix}",
+                        bar_format="{desc}: {n_fmt}/{total_fmt} jobs |{bar}| {elapsed}{postfix}",
                         postfix=self.eta, disable=None)
 
     def unit_done(self, unit: list[Job], outcomes: list[Outcome], seconds: float) -> None:

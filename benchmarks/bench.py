@@ -1,8 +1,11 @@
-"""Speed of domainbed_sc on this machine, against the machine's own limit and a DomainBed-style loop.
+"""Speed of domainbed_sc on this machine, against the machine's own limit, a DomainBed-style loop
+and today's behaviour.
 
-    python benchmarks/bench.py --out results/bench/<date>-<machine>.json [--quick] [--no-sweep]
+    python benchmarks/bench.py --out results/bench/<date>-<machine>.json [--quick] [--sections a,b]
 
-Measures, on the DL thesis protocol (MNIST-CIFAR N=8, LeNet-5, batch 64, Adam lr 5e-3):
+Sections (default: all, in this order):
+
+``core``, on the DL thesis protocol (MNIST-CIFAR N=8, LeNet-5, batch 64, Adam lr 5e-3):
 
 1. the reference limit: fp32 matmul GFLOP/s (large square matmul, best of several);
 2. training images/s and achieved GFLOP/s of one run through our trainer, and of K packed runs in
@@ -12,11 +15,15 @@ Measures, on the DL thesis protocol (MNIST-CIFAR N=8, LeNet-5, batch 64, Adam lr
    default collate, batch 64, shuffle: what a typical DomainBed-style script gets;
 4. start-up: process start to the first training step of ``domainbed-sc train`` (dataset cached),
    plus the import times of torch and of our trainer;
-5. wall time of a 16-run sweep of the protocol at reduced length (200 steps, one final evaluation
-   each) through the local and parallel launchers, with and without packing, against the baseline
-   loop run 16 times as separate processes (as DomainBed's launcher does).
 
-Prints a table and writes the JSON.  ``--quick`` is a smoke run with tiny sizes.  The machine is
+``launchers``: wall time of a 16-run sweep of the protocol at reduced length (200 steps, one final
+evaluation each) through the local and parallel launchers, with and without packing, against the
+baseline loop run 16 times as separate processes (as DomainBed's launcher does);
+
+``cmnist``, ``thesis``, ``sweep``, ``evalbatch``, ``gpu``: what users run, against today's
+behaviour in the same run (protocols.py).
+
+Prints tables and writes the JSON.  ``--quick`` is a smoke run with tiny sizes.  The machine is
 shared: the load average before and after is recorded; compare numbers only at low load.
 """
 from __future__ import annotations
@@ -38,6 +45,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import protocols
+import report
+import runs
 from domainbed_sc.datasets.sources import resolve_data_dir
 from domainbed_sc.networks import lenet5
 
@@ -73,10 +83,27 @@ class Sizes:
     sweep_steps: int = 200
     repeats: int = 3  # of the start-up measurements
     eval_cap: int | None = None  # images evaluated per split (None: all, as a checkpoint does)
+    # the protocol sections (protocols.py)
+    cmnist_steps: int = 301
+    cmnist_freq: int = 100
+    thesis_epochs: float = 10
+    sweep_jobs: int = 16
+    sweep_epochs: float = 2
+    split_cap: int | None = None  # every split cut to this many examples (None: the real data)
+    split_subsample: int | None = None  # the training subsample under split_cap
+    eval_batches: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048)
+    eval_images: int = 4096
+    gpu_packs: tuple[int, ...] = (1, 8, 32, 128, 512, 2048)
+    gpu_sweep_jobs: int = 64
+    gpu_sweep_epochs: float = 10
 
 
 QUICK = Sizes(matmul_n=512, matmul_repeats=2, steps=5, warmup=2, pack=2, sweep_runs=2, sweep_steps=5,
-              repeats=1, eval_cap=1024)
+              repeats=1, eval_cap=1024, cmnist_steps=3, cmnist_freq=2, thesis_epochs=2, sweep_jobs=2,
+              sweep_epochs=0.01, split_cap=400, split_subsample=100, eval_batches=(64, 512),
+              eval_images=1024, gpu_packs=(1, 8), gpu_sweep_jobs=2,
+              gpu_sweep_epochs=0.01)
+SECTIONS = ("core", "launchers", "cmnist", "thesis", "sweep", "evalbatch", "gpu")
 
 
 @dataclass
@@ -102,6 +129,7 @@ class Results:
     baseline: Throughput | None = None
     startup: dict = field(default_factory=dict)
     sweep_seconds: dict = field(default_factory=dict)
+    protocols: dict = field(default_factory=dict)  # the protocol sections, by name
     load_after: list[float] = field(default_factory=list)
 
 
@@ -155,44 +183,17 @@ def throughput(images: int, seconds: float, flops_per_image: float) -> Throughpu
 
 
 # -- (2) our trainer, unpacked and packed --------------------------------------------------------
-def thesis_runs(k: int, data_dir: Path, out: Path):
-    from domainbed_sc.training.records import RunArgs
-    from domainbed_sc.training.trainer import Run, RunOptions
-
-    return [Run(RunArgs(dataset="mnist_cifar", dataset_args=THESIS_DATASET_ARGS, hparams=THESIS_HPARAMS,
-                        trial_seed=t, steps=10**6), RunOptions(out / f"t{t}", data_dir, "cpu", progress=False))
-            for t in range(k)]
-
-
-def timed_steps(step, sizes: Sizes) -> float:
-    for _ in range(sizes.warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(sizes.steps):
-        step()
-    return time.perf_counter() - t0
-
-
 def trainer_throughput(data_dir: Path, sizes: Sizes, flops: float, out: Path,
                        threads: int | None = None) -> Throughput:
-    run = thesis_runs(1, data_dir, out)[0]
-    stream = run.batch_stream()
-    default = torch.get_num_threads()
-    torch.set_num_threads(threads or default)
-    try:
-        seconds = timed_steps(lambda: run.train_step(next(stream)), sizes)
-    finally:
-        torch.set_num_threads(default)
+    one = runs.thesis_runs(1, data_dir, out)
+    with runs.threads(threads):
+        seconds = runs.train_seconds(one, sizes.warmup, sizes.steps)
     return throughput(sizes.steps * THESIS_HPARAMS["batch_size"], seconds, flops)
 
 
 def packed_throughput(data_dir: Path, sizes: Sizes, flops: float, out: Path) -> Throughput:
-    from domainbed_sc.training.packed import Pack
-
-    runs = thesis_runs(sizes.pack, data_dir, out)
-    pack = Pack(runs)
-    stream = zip(*(run.batch_stream(0) for run in runs))
-    seconds = timed_steps(lambda: pack.train_step(next(stream)), sizes)
+    seconds = runs.train_seconds(runs.thesis_runs(sizes.pack, data_dir, out), sizes.warmup,
+                                      sizes.steps)
     return throughput(sizes.steps * THESIS_HPARAMS["batch_size"] * sizes.pack, seconds, flops)
 
 
@@ -200,11 +201,11 @@ def eval_throughput(data_dir: Path, sizes: Sizes, macs: int, out: Path) -> Throu
     """Evaluation of every split, as each checkpoint does it."""
     from domainbed_sc.training.evaluation import predict_split
 
-    run = thesis_runs(1, data_dir, out)[0]
+    run = runs.thesis_runs(1, data_dir, out)[0]
     splits = [s if sizes.eval_cap is None else s.subset(torch.arange(min(sizes.eval_cap, len(s))))
               for s in run.ds.splits.values()]
     t0 = time.perf_counter()
-    images = sum(len(predict_split(run.algorithm, split, run.opts.eval_batch_size, run.device))
+    images = sum(len(predict_split(run.algorithm, split, run.eval_batch_size, run.device))
                  for split in splits)
     return throughput(images, time.perf_counter() - t0, 2 * macs)
 
@@ -297,37 +298,20 @@ def startup(data_dir: Path, out: Path, repeats: int) -> dict:
 
 
 # -- (5) a sweep ---------------------------------------------------------------------------------
-SWEEP = """datasets:
-  - name: mnist_cifar
-    dataset_args: {dataset_args}
-algorithms: [ERM]
-hparams: {hparams}
-trial_seeds: {seeds}
-steps: {steps}
-checkpoint_freq: {steps}
-"""
-
-
-def sweep_variants(runs: int) -> dict[str, list[str]]:
-    """Each launcher, then packed: all runs in one pack, or half per worker."""
-    half = max(1, runs // 2)
+def sweep_variants(n: int) -> dict[str, list[str]]:
+    """Each launcher, then packed: all n runs in one pack, or half per worker."""
+    half = max(1, n // 2)
     return {"local": ["--launcher", "local"],
             "parallel (2 workers)": ["--launcher", "parallel", "--workers", "2"],
-            f"local, pack {runs}": ["--launcher", "local", "--pack", str(runs)],
+            f"local, pack {n}": ["--launcher", "local", "--pack", str(n)],
             f"parallel (2 workers), pack {half}": ["--launcher", "parallel", "--workers", "2", "--pack", str(half)]}
 
 
 def sweep_seconds(data_dir: Path, sizes: Sizes, tmp: Path) -> dict[str, float]:
-    path = tmp / "bench_sweep.yaml"
-    path.write_text(SWEEP.format(dataset_args=json.dumps(THESIS_DATASET_ARGS), hparams=json.dumps(THESIS_HPARAMS),
-                                 seeds=list(range(sizes.sweep_runs)), steps=sizes.sweep_steps))
-    seconds = {}
-    for name, flags in sweep_variants(sizes.sweep_runs).items():
-        t0 = time.time()
-        subprocess.run([sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(path), "--output-root",
-                        str(tmp / name.replace(" ", "_")), "--device", "cpu", "--data-dir", str(data_dir),
-                        *flags], check=True, stdout=subprocess.DEVNULL)
-        seconds[name] = time.time() - t0
+    length = {"steps": sizes.sweep_steps, "checkpoint_freq": sizes.sweep_steps}
+    path = runs.thesis_sweep(tmp / "bench_sweep.yaml", sizes.sweep_runs, length)
+    seconds = {name: runs.launch_seconds(path, tmp / name.replace(" ", "_"), data_dir, "cpu", flags)
+               for name, flags in sweep_variants(sizes.sweep_runs).items()}
     seconds[f"baseline loop x {sizes.sweep_runs} processes"] = (
         baseline_run_seconds(data_dir, sizes.sweep_steps) * sizes.sweep_runs)
     return seconds
@@ -342,56 +326,43 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
 
 
-def table(r: Results) -> str:
-    from tabulate import tabulate
-
-    peak, base = r.matmul_gflops, r.baseline.images_per_s
-    rows = [["fp32 matmul peak", "", f"{peak:.1f}", "1.00", ""]]
-    threads = r.machine["torch_threads"]
-    for name, t in ((f"our trainer, 1 run, {threads} threads", r.trainer),
-                    ("our trainer, 1 run, 1 thread", r.trainer_1_thread),
-                    (f"packed, {r.sizes['pack']} runs (aggregate)", r.packed),
-                    ("baseline DataLoader loop", r.baseline)):
-        rows.append([f"train: {name}", f"{t.images_per_s:.0f}", f"{t.gflops:.1f}", f"{t.gflops / peak:.3f}",
-                     f"{t.images_per_s / base:.2f}"])
-    rows.append(["eval: our trainer (all splits)", f"{r.evaluation.images_per_s:.0f}",
-                 f"{r.evaluation.gflops:.1f}", f"{r.evaluation.gflops / peak:.3f}", ""])
-    out = tabulate(rows, ["", "images/s", "GFLOP/s", "/ peak", "/ baseline"], tablefmt="github")
-    out += (f"\n\nLeNet-5: {r.lenet5_macs:,} MACs/image forward; training {r.train_flops_per_image / 1e6:.2f}"
-            f" MFLOP/image (3 x 2 x MACs)\n\n")
-    s = r.startup
-    out += tabulate([["process start -> first step (median)", f"{s['to_first_step_s']:.2f}"],
-                     ["python -c pass", f"{s['python_s']:.2f}"], ["python -c 'import torch'", f"{s['import_torch_s']:.2f}"],
-                     ["python -c 'import torch._dynamo' (optimizers import it)", f"{s['import_torch_dynamo_s']:.2f}"],
-                     ["python -c 'import domainbed_sc.training.trainer'", f"{s['import_trainer_s']:.2f}"]],
-                    ["start-up", "seconds"], tablefmt="github")
-    if r.sweep_seconds:
-        base_name = next(k for k in r.sweep_seconds if k.startswith("baseline"))
-        base_s = r.sweep_seconds[base_name]
-        rows = [[name, f"{sec:.1f}", f"{base_s / sec:.2f}"] for name, sec in r.sweep_seconds.items()]
-        out += "\n\n" + tabulate(rows, [f"sweep: {r.sizes['sweep_runs']} runs x {r.sizes['sweep_steps']} steps",
-                                        "wall s", "baseline / this"], tablefmt="github")
-    return out + f"\n\nload average before {r.load_before}, after {r.load_after}"
-
-
-def measure(data_dir: Path, sizes: Sizes, sweep: bool) -> Results:
-    r = Results(machine(), list(os.getloadavg()), dataclasses.asdict(sizes))
+def measure_core(r: Results, data_dir: Path, sizes: Sizes, tmp: Path) -> None:
     r.matmul_gflops = matmul_peak(sizes.matmul_n, sizes.matmul_repeats)
     r.lenet5_macs = count_macs(thesis_network(), INPUT_SHAPE)
     r.train_flops_per_image = train_flops_per_image(r.lenet5_macs)
+    r.trainer = trainer_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "trainer")
+    r.trainer_1_thread = trainer_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "trainer1", 1)
+    r.packed = packed_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "packed")
+    r.evaluation = eval_throughput(data_dir, sizes, r.lenet5_macs, tmp / "eval")
+    base = baseline_loop(data_dir, sizes.steps, sizes.warmup, evaluate=False)
+    r.baseline = throughput(sizes.steps * 64, base["train_s"], r.train_flops_per_image)
+    r.startup = startup(data_dir, tmp, sizes.repeats)
+
+
+def measure(data_dir: Path, sizes: Sizes, sections: list[str]) -> Results:
+    r = Results(machine(), list(os.getloadavg()), dataclasses.asdict(sizes))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        r.trainer = trainer_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "trainer")
-        r.trainer_1_thread = trainer_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "trainer1", 1)
-        r.packed = packed_throughput(data_dir, sizes, r.train_flops_per_image, tmp / "packed")
-        r.evaluation = eval_throughput(data_dir, sizes, r.lenet5_macs, tmp / "eval")
-        base = baseline_loop(data_dir, sizes.steps, sizes.warmup, evaluate=False)
-        r.baseline = throughput(sizes.steps * 64, base["train_s"], r.train_flops_per_image)
-        r.startup = startup(data_dir, tmp, sizes.repeats)
-        if sweep:
-            r.sweep_seconds = sweep_seconds(data_dir, sizes, tmp)
+        for name in sections:
+            print(f"bench: section {name} ...", file=sys.stderr, flush=True)
+            if name == "core":
+                measure_core(r, data_dir, sizes, tmp)
+            elif name == "launchers":
+                r.sweep_seconds = sweep_seconds(data_dir, sizes, tmp)
+            else:
+                r.protocols[name] = protocols.run_section(name, sizes, data_dir, tmp, device)
     r.load_after = list(os.getloadavg())
     return r
+
+
+def section_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {', '.join(unknown) or '(none given)'}; "
+                                         f"known: {', '.join(SECTIONS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -399,7 +370,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="JSON file to write (e.g. results/bench/<date>-<machine>.json)")
     p.add_argument("--data-dir", help="data directory (default $DOMAINBED_SC_DATA or ./data)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of every measurement")
-    p.add_argument("--no-sweep", action="store_true", help="skip the sweep wall times (the slow part)")
+    p.add_argument("--sections", type=section_list, default=list(SECTIONS),
+                   help=f"comma-separated, of {','.join(SECTIONS)} (default: all)")
+    p.add_argument("--sweep-epochs", type=float, help=f"epochs per job of the sweep section (default "
+                   f"{Sizes.sweep_epochs}; the thesis protocol is 10)")
     p.add_argument("--baseline-run", action="store_true", help=argparse.SUPPRESS)  # one baseline process
     p.add_argument("--sweep-steps", type=int, default=Sizes.sweep_steps, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -407,8 +381,11 @@ def main(argv: list[str] | None = None) -> None:
     if a.baseline_run:
         print(json.dumps(baseline_loop(data_dir, a.sweep_steps, 0, evaluate=True)))
         return
-    result = measure(data_dir, QUICK if a.quick else Sizes(), sweep=not a.no_sweep)
-    print(table(result))
+    sizes = QUICK if a.quick else Sizes()
+    if a.sweep_epochs is not None:
+        sizes = dataclasses.replace(sizes, sweep_epochs=a.sweep_epochs)
+    result = measure(data_dir, sizes, a.sections)
+    print(report.table(result))
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")

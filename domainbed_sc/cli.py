@@ -41,6 +41,17 @@ def add_run_arguments(p: argparse.ArgumentParser, many_seeds: bool = False) -> N
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data directory (default $DOMAINBED_SC_DATA or ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--eval-train", choices=("subsample", "full"), default="subsample",
+                   help="splits no selection method or table reads (the training split): a fixed "
+                        "subsample of 5000 examples at each checkpoint (default), or in full")
+    p.add_argument("--eval-batch-size", type=int,
+                   help="images per evaluation batch (default: the fastest measured for the "
+                        "backbone and device)")
+
+
+def eval_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The RunOptions fields ``add_env_arguments`` sets besides the data dir and device."""
+    return {"eval_train": a.eval_train, "eval_batch_size": a.eval_batch_size}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,3 +30,12 @@ def run_toy(tmp_path):
         return out, list(read_records(out / RESULTS))
 
     return _run
+
+
+@pytest.fixture
+def local_launcher_by_default(monkeypatch):
+    """Pin `sweep launch` without --launcher to the in-process local launcher (the default on a
+    CPU-only machine is the parallel one), for tests that patch this process or assume order."""
+    from domainbed_sc.commands import sweep
+
+    monkeypatch.setattr(sweep, "default_launcher", lambda: ("local", "pinned by the tests"))

@@ -229,7 +229,7 @@ def round_trip(alg):
     buf = io.BytesIO()
     torch.save(alg.checkpoint_state(), buf)
     buf.seek(0)
-    return torch.load(buf, weights_only=False)
+    return torch.load(buf, weights_only=True)
 
 
 @pytest.mark.parametrize("name", ALL)

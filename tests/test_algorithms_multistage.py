@@ -3,6 +3,7 @@ stage hook they rely on (weighted sampling switched on by a hook, restored on re
 from __future__ import annotations
 
 import io
+import logging
 import math
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from domainbed_sc.datasets.base import Batch, DatasetArgs, GroupDataset, TensorS
 from domainbed_sc.errors import UserError
 from domainbed_sc.hparams import draw
 from domainbed_sc.training.records import CHECKPOINT, RESULTS, RunArgs, read_records
+from domainbed_sc.training.run_dir import load_checkpoint
 from domainbed_sc.training.samplers import RandomSampler, WeightedSampler, restore_sampler
 from domainbed_sc.training.trainer import EpochContext, Run, RunOptions
 
@@ -198,7 +200,7 @@ def run_jtt(out_dir: Path, data_dir: Path, kill_at: int | None, monkeypatch) -> 
             m.setattr(Run, "train_step", dying)
             with pytest.raises(Killed):
                 Run(args, opts).execute()
-    resumed_from = torch.load(out_dir / CHECKPOINT, weights_only=False)["step"] if kill_at else 0
+    resumed_from = torch.load(out_dir / CHECKPOINT, weights_only=True)["step"] if kill_at else 0
     Run(args, opts).execute()
     records = [{k: v for k, v in r.items() if k != "wall_time"} for r in read_records(out_dir / RESULTS)]
     return records, resumed_from
@@ -221,8 +223,8 @@ def test_jtt_killed_run_resumes_in_the_right_stage(tmp_path, monkeypatch, jtt_re
 
     resumed, step = run_jtt(tmp_path / "killed", tmp_path, kill_at, monkeypatch)
     assert step == resumed_from and resumed == reference
-    ref_state = torch.load(ref_dir / CHECKPOINT, weights_only=False)
-    state = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=False)
+    ref_state = torch.load(ref_dir / CHECKPOINT, weights_only=True)
+    state = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
     error_set = state["algorithm"]["extra"]["error_set"]
     assert torch.equal(error_set, ref_state["algorithm"]["extra"]["error_set"])
     assert len(error_set) == switch["extra"]["jtt_error_set_size"]
@@ -426,7 +428,7 @@ def test_chroma_trains_through_the_trainer(run_toy):
     assert "chroma_z1_acc" in records[-1]["extra"] and "chroma_z1_acc" not in records[0]["extra"]
     assert {"recon", "kl", "ce"} <= set(records[-1]["losses"])
     assert (out / RECONSTRUCTIONS_PNG).exists()
-    state = torch.load(out / CHECKPOINT, weights_only=False)["algorithm"]
+    state = load_checkpoint(out / CHECKPOINT, torch.device("cpu"), logging.getLogger())["algorithm"]
     assert state["extra"]["stage"] == 2 and len(state["module"]["stage2.bank"]) == 512
     assert [(r["stage"], r["num_stages"]) for r in records] == [(1, 2), (2, 2)]
 
@@ -456,7 +458,8 @@ def test_chroma_final_stage_record_evaluates_the_z2_classifier(run_toy):
 def test_jtt_on_cmnist_finds_the_minority_groups(real_data_dir, tmp_path):
     args = RunArgs("cmnist", "JTT", hparams={"arch": "mlp", "batch_size": 512}, steps=150,
                    checkpoint_freq=50)
-    out = Run(args, RunOptions(tmp_path / "jtt", real_data_dir, "cpu", progress=False)).execute()
+    run = Run(args, RunOptions(tmp_path / "jtt", real_data_dir, "cpu", progress=False))
+    out = run.execute()
     records = list(read_records(out / RESULTS))
     switch = next(r["extra"] for r in records if "jtt_error_set_size" in r["extra"])
     # stage 1 learns the colour: its errors are mostly the colour-label disagreeing groups
@@ -464,7 +467,7 @@ def test_jtt_on_cmnist_finds_the_minority_groups(real_data_dir, tmp_path):
     assert switch["jtt_error_precision"] > 0.6 and switch["jtt_error_recall"] > 0.5
     # --steps 150: stage 2 trains 150 steps after the identification epoch(s)
     assert switch["jtt_stage2_steps"] == 150 and records[-1]["stage"] == 2
-    stage1_steps = switch["jtt_stage2_epoch"] * (records[0]["metrics"]["train"]["n"] // 512)
+    stage1_steps = switch["jtt_stage2_epoch"] * (len(run.ds.splits["train"].y) // 512)
     assert records[-1]["step"] == stage1_steps + 150
 
 
@@ -478,7 +481,7 @@ def test_chroma_vae_on_cmnist_chroma(real_data_dir, tmp_path):
     out = Run(args, RunOptions(tmp_path / "chroma", real_data_dir, "cpu", progress=False)).execute()
     final = list(read_records(out / RESULTS))[-1]
     assert final["step"] == 100 and (out / RECONSTRUCTIONS_PNG).exists()
-    state = torch.load(out / CHECKPOINT, weights_only=False)["algorithm"]
+    state = load_checkpoint(out / CHECKPOINT, torch.device("cpu"), logging.getLogger())["algorithm"]
     assert state["extra"]["stage"] == 2
     z1 = final["extra"]["chroma_z1_acc"]  # colour agrees with y on 90 % in D_in, 10 % in D_out
     assert z1["test_in"] > 0.8 and z1["test_out"] < 0.3

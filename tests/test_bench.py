@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 sys.path.insert(0, str(BENCH.parent))
@@ -28,13 +29,28 @@ def test_throughput_arithmetic():
     assert bench.matmul_peak(64, 2) > 0
 
 
+def test_sections_are_checked():
+    assert bench.section_list("cmnist, thesis") == ["cmnist", "thesis"]
+    with pytest.raises(Exception, match="unknown section.*nope.*known: core"):
+        bench.section_list("cmnist,nope")
+
+
 @pytest.mark.real_data
 def test_quick_bench_runs_end_to_end(real_data_dir, tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--no-sweep", "--out", str(out),
+    sections = "core,cmnist,thesis,evalbatch,gpu"  # all but the sweeps (minutes even when quick)
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--sections", sections, "--out", str(out),
                            "--data-dir", str(real_data_dir)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
+    for name in ("cmnist", "thesis"):  # less evaluation, same records of the splits tables read
+        run = result["protocols"][name]
+        assert run["identical_records"] and run["train_n"]["new"] < run["train_n"]["today"]
+        assert run["compared_splits"] and run["new"]["wall_s"] > 0 and run["today"]["eval_s"] > 0
+    assert set(result["protocols"]["evalbatch"]["best"]) >= {"mnist_cnn", "lenet5"}
+    gpu = result["protocols"]["gpu"]
+    assert ("skipped" in gpu) != torch.cuda.is_available()
+    assert "gpu: skipped" in proc.stdout or "pack 8" in proc.stdout
     assert result["lenet5_macs"] == 651_720
     for key in ("trainer", "packed", "evaluation", "baseline"):
         assert result[key]["images_per_s"] > 0 and result[key]["gflops"] > 0

@@ -414,6 +414,17 @@ def test_eval_batches_are_capped(sp_dir, monkeypatch):
     assert torch.equal(torch.cat([b.idx for b in batches]), torch.arange(80))
 
 
+def test_eval_batches_of_given_indices_are_those_examples_unaugmented(sp_dir, monkeypatch):
+    """A disk split's training subsample (training/evaluation.py) goes through the eval stream."""
+    monkeypatch.setattr(images, "EVAL_BATCH_CAP", 4)
+    train = load_dataset("spawrious", {**SP, "augment": True}, 0, sp_dir).splits["train"]
+    some = torch.tensor([1, 4, 5, 9, 12, 30])
+    batches = list(train.eval_batches(2048, some))
+    assert [len(b) for b in batches] == [4, 2]
+    assert torch.equal(torch.cat([b.idx for b in batches]), some)
+    assert torch.equal(torch.cat([b.x for b in batches]), train.fetch(some).x)
+
+
 def test_worker_count_from_the_environment(monkeypatch):
     monkeypatch.setenv(images.WORKERS_ENV, "3")
     assert images.resolve_workers(None) == 3 and images.resolve_workers(1) == 1

@@ -77,7 +77,7 @@ def assert_same_run(out, ref):
         for split, m in w["metrics"].items():
             assert g["metrics"][split]["acc"] == pytest.approx(m["acc"], abs=1e-4)
             assert g["metrics"][split].get("wga") == pytest.approx(m.get("wga"), abs=1e-4)
-    a, b = (torch.load(d / CHECKPOINT, weights_only=False) for d in (out, ref))
+    a, b = (torch.load(d / CHECKPOINT, weights_only=True) for d in (out, ref))
     assert a["step"] == b["step"] and a["sampler"] == b["sampler"]
     for name, value in b["algorithm"]["module"].items():
         assert torch.allclose(a["algorithm"]["module"][name], value, atol=1e-4), name

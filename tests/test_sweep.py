@@ -27,6 +27,7 @@ from domainbed_sc.sweep.status import job_statuses
 from domainbed_sc.training.records import CHECKPOINT, DONE, RESULTS, RunArgs, read_records
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("local_launcher_by_default")
 
 TOY = """
 datasets:
@@ -416,7 +417,7 @@ def test_the_claim_dies_with_its_process(tmp_path):
 
 def _launch_cmd(path: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(path), "--output-root", str(out),
-            "--device", "cpu", *extra]
+            "--device", "cpu", "--launcher", "local", *extra]
 
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # two launchers on two cores: no oversubscription

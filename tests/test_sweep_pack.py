@@ -15,6 +15,7 @@ from domainbed_sc.sweep.status import job_statuses
 from domainbed_sc.training.records import DONE, RESULTS, read_records
 
 pytest_plugins = ["conftest_slurm"]
+pytestmark = pytest.mark.usefixtures("local_launcher_by_default")
 
 SWEEP = """
 datasets: [toy]

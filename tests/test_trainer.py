@@ -78,8 +78,8 @@ def test_killed_run_resumes_bit_identical(tmp_path):
 
     strip = lambda recs: [{k: v for k, v in r.items() if k != "wall_time"} for r in recs]
     assert strip(read_records(killed / RESULTS)) == strip(read_records(ref / RESULTS))
-    a = torch.load(ref / CHECKPOINT, weights_only=False)["algorithm"]["module"]
-    b = torch.load(killed / CHECKPOINT, weights_only=False)["algorithm"]["module"]
+    a = torch.load(ref / CHECKPOINT, weights_only=True)["algorithm"]["module"]
+    b = torch.load(killed / CHECKPOINT, weights_only=True)["algorithm"]["module"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

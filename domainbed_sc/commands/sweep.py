@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..cli import add_env_arguments
+from ..cli import add_env_arguments, eval_options
 
 
 def key_value(text: str) -> tuple[str, str | bool]:
@@ -18,6 +18,26 @@ def key_value(text: str) -> tuple[str, str | bool]:
     if not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY, got {text!r}")
     return key, value if sep else True
+
+
+def default_launcher() -> tuple[str, str]:
+    """The launcher when none is given, and why: on a CPU-only machine the parallel launcher with
+    one single-threaded worker per core (2 x 1 thread beat 1 x 2 threads on the dev VM, issue
+    15); with a GPU the local one, which keeps the GPU to one run at a time."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "local", "the default with a GPU"
+    return "parallel", "the default without a GPU: one single-threaded worker per core"
+
+
+def launcher_text(launcher) -> str:
+    from ..sweep.launchers import ParallelLauncher, worker_threads
+
+    if not isinstance(launcher, ParallelLauncher):
+        return launcher.name
+    threads = worker_threads(launcher.workers)
+    return f"parallel, {launcher.workers} workers x {threads} thread{'s' * (threads > 1)}"
 
 
 def make_launcher(a: argparse.Namespace, sweep, output_root: Path):
@@ -57,11 +77,16 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
     resolve_device(a.device)  # a bad device fails here, not once per job
     sweep, jobs = sweep_jobs(a.sweep, a.output_root, yes=a.yes)
     root = jobs[0].dir.parent
-    print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}", flush=True)
+    why = "given"
+    if a.launcher is None and not a.dry_run:
+        a.launcher, why = default_launcher()
     launcher = make_launcher(a, sweep, root)
     if not (a.dry_run or a.launcher == "dry"):
         write_manifest(sweep.name, sweep.selection, jobs)
-    result = launch_jobs(jobs, launcher, JobEnv(resolve_data_dir(a.data_dir), a.device), failed_only)
+    print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}; launcher {launcher_text(launcher)} "
+          f"({why})", flush=True)
+    env = JobEnv(resolve_data_dir(a.data_dir), a.device, **eval_options(a))
+    result = launch_jobs(jobs, launcher, env, failed_only)
     failed = sum(r is Outcome.FAILED for r in result)
     if failed:
         raise UserError(f"{failed} job(s) failed; `domainbed-sc sweep status {a.sweep}` shows "
@@ -74,10 +99,13 @@ def cmd_relaunch(a: argparse.Namespace) -> None:
 
 def cmd_status(a: argparse.Namespace) -> None:
     from ..sweep import sweep_jobs
+    from ..sweep.progress import status_eta
     from ..sweep.status import format_status, job_statuses
 
     _, jobs = sweep_jobs(a.sweep, a.output_root, check=False, yes=a.yes)
-    print(format_status(job_statuses(jobs)))
+    statuses = job_statuses(jobs)
+    print(format_status(statuses))
+    print(status_eta(statuses))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -90,7 +118,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _launch_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
     add_env_arguments(p)
-    p.add_argument("--launcher", choices=("local", "parallel", "slurm", "dry"), default="local")
+    p.add_argument("--launcher", choices=("local", "parallel", "slurm", "dry"),
+                   help="default: parallel (one 1-thread worker per core) without a GPU, else local")
     p.add_argument("--dry-run", action="store_true", help="print what would run (= --launcher dry)")
     p.add_argument("--workers", type=int, help="parallel: worker processes (default: CPU cores)")
     p.add_argument("--pack", type=int, default=1, metavar="K",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, add_run_arguments
+from ..cli import add_env_arguments, add_run_arguments, eval_options
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -18,7 +18,8 @@ def cmd_train(a: argparse.Namespace) -> None:
                    checkpoint_freq=a.checkpoint_freq, hparams_per_trial=a.hparams_per_trial)
     check_run(args)  # before its directory name is made from the arguments
     out = Path(a.output_dir) if a.output_dir else Path(a.output_root) / args.dir_name()
-    opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet)
+    opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet,
+                      **eval_options(a))
     out = train(args, opts)
     last = list(read_records(out / RESULTS))[-1]
     print(f"output: {out}")
@@ -26,7 +27,7 @@ def cmd_train(a: argparse.Namespace) -> None:
           f"device {last['device']}")
     for split, m in last["metrics"].items():
         wga = f"  WGA {m['wga']:.4f}" if "wga" in m else ""
-        print(f"  {split:12s} acc {m['acc']:.4f}{wga}  (n={m['n']})")
+        print(f"  {split:12s} acc {m['acc']:.4f}{wga}  (n={m['n']}{', subsample' * bool(m.get('subsample'))})")
 
 
 def add_parser(sub) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, add_run_arguments
+from ..cli import add_env_arguments, add_run_arguments, eval_options
 from ..errors import UserError
 
 
@@ -33,7 +33,7 @@ def pack_members(a: argparse.Namespace):
                        data_seed=data, steps=a.steps, epochs=a.epochs,
                        checkpoint_freq=a.checkpoint_freq)
         opts = RunOptions(Path(a.output_root) / args.dir_name(), data_dir, a.device,
-                          progress=not a.quiet)
+                          progress=not a.quiet, **eval_options(a))
         members.append((args, opts))
     return members
 

@@ -81,8 +81,9 @@ class Split:
         """Batches for a stream of index tensors (disk splits override this to use workers)."""
         return (self.fetch(i) for i in index_batches)
 
-    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        order = torch.arange(len(self))
+    def eval_batches(self, batch_size: int, indices: Tensor | None = None) -> Iterator[Batch]:
+        """The split (or its ``indices``) in order, in batches of ``batch_size``."""
+        order = torch.arange(len(self)) if indices is None else indices
         return self.batches(order.split(batch_size))
 
     def subset(self, indices: Tensor) -> "Split":

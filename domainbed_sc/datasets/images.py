@@ -152,8 +152,8 @@ class ImageSplit(Split):
         """The training stream: augmented when the split has a train transform."""
         return self._stream(index_batches, self.augment)
 
-    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        order = torch.arange(len(self))
+    def eval_batches(self, batch_size: int, indices: Tensor | None = None) -> Iterator[Batch]:
+        order = torch.arange(len(self)) if indices is None else indices
         return self._stream(order.split(min(batch_size, EVAL_BATCH_CAP)), augment=False)
 
     def to(self, device: torch.device | str) -> "ImageSplit":

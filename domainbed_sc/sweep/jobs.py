@@ -60,9 +60,12 @@ class JobEnv:
 
     data_dir: Path
     device: str = "auto"
+    eval_train: str = "subsample"
+    eval_batch_size: int | None = None
 
     def options(self, job: Job) -> RunOptions:
-        return RunOptions(job.dir, self.data_dir, self.device, progress=False)
+        return RunOptions(job.dir, self.data_dir, self.device, progress=False,
+                          eval_batch_size=self.eval_batch_size, eval_train=self.eval_train)
 
 
 def write_manifest(name: str, selection: list[str], jobs: list[Job]) -> None:

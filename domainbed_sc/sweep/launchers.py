@@ -13,6 +13,10 @@ job at once), skips it if done, and otherwise trains it, resuming from its check
   requeued job neither loses nor duplicates records.
 * ``dry``: print the jobs (as ``domainbed-sc train`` commands) and run nothing.
 
+``sweep launch`` without ``--launcher`` uses ``parallel`` on a machine without a GPU and ``local``
+with one (``commands/sweep.py``).  Local and parallel show one progress bar over the jobs with an
+ETA (``progress.py``).
+
 With ``pack`` > 1 (``sweep launch --pack K``) local, parallel and slurm run jobs that differ only
 in their seeds K at a time as one packed process (``packing.run_pack``, one array task per pack);
 the others as before.
@@ -39,6 +43,7 @@ import torch
 from ..errors import UserError
 from .jobs import Job, JobEnv, JobState, Outcome, error_line, read_state, set_job_id, write_state
 from .packing import group_packs, run_unit
+from .progress import LaunchProgress
 from .spec import Resources
 from .status import INTERRUPTED, JobStatus, job_statuses
 
@@ -66,11 +71,12 @@ class LocalLauncher:
         for job in jobs:  # queued under this process: shown as such while it lives
             write_state(job.dir, JobState("queued", self.name))
         outcomes = []
+        progress = LaunchProgress(len(jobs))
         for unit in group_packs(jobs, self.pack):
             t0 = time.time()
             outcomes += run_unit(unit, env, self.name)
-            for job, outcome in zip(unit, outcomes[-len(unit):]):
-                report(job, outcome, time.time() - t0)
+            progress.unit_done(unit, outcomes[-len(unit):], time.time() - t0)
+        progress.close()
         print(summarise(outcomes), flush=True)
         return outcomes
 
@@ -79,13 +85,18 @@ class LocalLauncher:
 _worker_device: str | None = None
 
 
+def worker_threads(workers: int) -> int:
+    """Torch threads per parallel worker: its share of the cores this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
 def _init_worker(counter: Any, workers: int, device: str) -> None:
     """Give this worker its share of CPU threads and, with device auto, a GPU round-robin."""
     global _worker_device
     with counter.get_lock():
         index = counter.value
         counter.value += 1
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))  # cores we may use
+    torch.set_num_threads(worker_threads(workers))
     gpus = torch.cuda.device_count() if device == "auto" else 0
     _worker_device = f"cuda:{index % gpus}" if gpus else device
 
@@ -113,6 +124,7 @@ class ParallelLauncher:
         units = group_packs(jobs, self.pack)
         workers = min(self.workers, max(1, len(units)))
         lost = 0  # jobs of units that a dead worker took down with the pool
+        progress = LaunchProgress(len(jobs), workers)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(counter, workers, env.device)) as pool:
             futures = {pool.submit(_run_in_worker, unit, env): unit for unit in units}
@@ -123,8 +135,8 @@ class ParallelLauncher:
                     lost += len(futures[future])
                     continue
                 outcomes += unit_outcomes
-                for job, outcome in zip(futures[future], unit_outcomes):
-                    report(job, outcome, seconds)
+                progress.unit_done(futures[future], unit_outcomes, seconds)
+        progress.close()
         print(summarise(outcomes), flush=True)
         if lost:
             raise UserError(f"parallel launcher: a worker process died (killed, out of memory?); "
@@ -227,6 +239,10 @@ def train_command(job: Job, env: JobEnv) -> str:
     if a.hparams_per_trial:
         cmd.append("--hparams-per-trial")
     cmd += ["--output-dir", str(job.dir), "--data-dir", str(env.data_dir), "--device", env.device]
+    if env.eval_train != "subsample":
+        cmd += ["--eval-train", env.eval_train]
+    if env.eval_batch_size is not None:
+        cmd += ["--eval-batch-size", str(env.eval_batch_size)]
     return shlex.join(cmd)
 
 

@@ -29,7 +29,8 @@ from ..datasets import DATASETS, DatasetArgs, GroupDataset, load_dataset
 from ..datasets.base import Batch
 from ..errors import UserError
 from ..hparams import draw, seed_hash
-from .evaluation import predict_split, split_metrics
+from .eval_batch import eval_batch_size
+from .evaluation import evaluate, predict_split
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
 from .run_dir import load_checkpoint, mark_diverged, open_run_dir, restart_from_scratch, save_checkpoint
 from .samplers import Sampler, WeightedSampler, make_sampler, restore_sampler
@@ -45,9 +46,8 @@ class RunOptions:
     output_dir: Path
     data_dir: Path
     device: str = "auto"
-    # LeNet-5 evaluates 15-50% faster on CPU in batches of 512 than of 2048 (activations that
-    # stay in cache); GPUs are near their peak from a few hundred images on
-    eval_batch_size: int = 512
+    eval_batch_size: int | None = None  # None: the backbone's and device's (eval_batch.py)
+    eval_train: str = "subsample"  # or "full": splits no record column reads (evaluation.py)
     progress: bool = True
 
 
@@ -213,6 +213,7 @@ class Run:
         self.freq = args.checkpoint_freq or (self.sampler.steps_per_epoch if args.steps is None else 100)
         self.per_epoch = args.checkpoint_freq is None and args.steps is None  # follows the schedule
         self.group_counts = self.ds.train_group_counts()
+        self.eval_batch_size = eval_batch_size(self.hparams.get("arch"), self.device, opts.eval_batch_size)
         torch.manual_seed(self.seed)
         self.algorithm = self.alg_cls(self._task(), self.hparams).to(self.device)
         if self.device.type == "cpu":  # oneDNN's CPU convs: LeNet-5 trains 1.3x, evaluates 1.5x faster
@@ -264,7 +265,7 @@ class Run:
     # -- the loop ------------------------------------------------------------------------
     def epoch_hook(self, final: bool) -> None:
         ctx = EpochContext(int(self.schedule.epoch(self.step)), self.step, final, self.ds,
-                           self.sampler, self.device, self.opts.eval_batch_size, self.out_dir,
+                           self.sampler, self.device, self.eval_batch_size, self.out_dir,
                            args=self.args)
         self.algorithm.on_epoch(ctx)
         self.sampler = ctx.sampler
@@ -286,13 +287,11 @@ class Run:
         self.step += 1
 
     def checkpoint(self, t0: float) -> Record:
-        metrics = {}
-        for name, split in self.ds.splits.items():
-            pred = predict_split(self.algorithm, split, self.opts.eval_batch_size, self.device)
-            metrics[name] = split_metrics(pred, split, self.ds.num_groups, self.group_counts)
         losses = {k: float(v) / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
         if not all(math.isfinite(v) for v in losses.values()):  # a sum over steps: any bad step shows
             raise mark_diverged(self.out_dir, self.step, losses)
+        metrics = evaluate(self.algorithm, self.ds, self.eval_batch_size, self.device,
+                           self.group_counts, self.opts.eval_train)
         self.elapsed += time.time() - t0
         record = Record(self.args.as_dict(), self.hparams, self.ds.describe(), self.step,
                         self.schedule.epoch(self.step), losses, metrics, self.elapsed,

@@ -198,11 +198,13 @@ SHIPPED_SELECTION = {  # each paper's own model selection (SPEC §1.2, §8.2, §
     "domainbed_cmnist": ["training_domain_val", "oracle"], "chroma_vae_cmnist": ["best_val_acc"],
     "waterbirds": ["best_val_wga", "best_val_mean_aa_wga"], "spawrious": ["best_val_mean_aa_wga"],
     "ex2l_cmnist": ["best_val_mean_aa_wga"], "ex2l_cmnist_cpu": ["best_val_mean_aa_wga"]}
+SHIPPED_PATIENCE = {"ex2l_cmnist": 10, "ex2l_cmnist_cpu": 10, "spawrious": 10}  # eX2L's, in epochs
 
 
 def test_every_shipped_sweep_file_names_its_papers_selection():
     for name, expected in SHIPPED_SELECTION.items():
-        assert load_sweep(REPO / "sweeps" / f"{name}.yaml").selection == expected, name
+        sweep = load_sweep(REPO / "sweeps" / f"{name}.yaml")
+        assert sweep.selection == expected and sweep.patience == SHIPPED_PATIENCE.get(name), name
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -220,6 +222,28 @@ def test_selection_key_rejects_unknown_methods(tmp_path, value, message):
     path = write(tmp_path, f"selection: {value}\ndatasets: [toy]\nalgorithms: [ERM]\n")
     with pytest.raises(UserError, match=message):
         load_sweep(path)
+
+
+def test_collect_replays_the_patience_a_sweep_file_names(tmp_path, capsys):
+    """eX2L's protocol: `patience:` in the sweep file is collect's early stopping without
+    --patience, exactly as if --patience were given; a sweep naming none gets none."""
+    out = tmp_path / "out"
+    for name, extra in (("stops", "patience: 1\n"), ("free", "")):
+        path = write(tmp_path, f"selection: best_val_acc\n{extra}datasets: [toy]\nalgorithms: [ERM]\n"
+                               "epochs: 4\ncheckpoint_freq: 2\n", f"{name}.yaml")
+        assert cli("sweep", "launch", path, "--output-root", out / name, "--device", "cpu") == 0
+    assert json.loads((out / "stops" / ".sweeps" / "stops.json").read_text())["patience"] == 1
+    capsys.readouterr()
+    assert cli("collect", out / "stops", "--metric", "ood_acc") == 0
+    from_sweep = capsys.readouterr().out
+    assert "Early stopping replayed" in from_sweep
+    assert cli("collect", out / "stops", "--metric", "ood_acc", "--patience", "1",
+               "--selection", "best_val_acc") == 0
+    given = capsys.readouterr().out
+    table = lambda text: [ln for ln in text.splitlines() if ln.startswith("| ERM")]
+    assert table(from_sweep) == table(given)
+    assert cli("collect", out / "free", "--metric", "ood_acc") == 0
+    assert "Early stopping replayed" not in capsys.readouterr().out
 
 
 def test_collect_uses_each_sweeps_selection_for_its_own_runs(tmp_path, capsys):

@@ -101,7 +101,7 @@ def read_runs(dirs: list[str | Path]) -> Collection:
     skipped = Skipped()
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    manifests: dict[Path, dict[str, list[str]]] = {}  # per output root: run dir → selection
+    manifests: dict[Path, dict[str, Named]] = {}  # per output root: run dir → selection
     files, marked = scan(dirs)
     for run_dir in marked:
         if (run_dir / DIVERGED).exists():
@@ -129,28 +129,40 @@ def read_runs(dirs: list[str | Path]) -> Collection:
             seen.add(run_rows[0]["run_id"])
             if run_dir.parent not in manifests:
                 manifests[run_dir.parent] = sweep_selections(run_dir.parent, skipped)
-            named = ",".join(manifests[run_dir.parent].get(run_dir.name, []))
-            rows.extend({**r, "sweep_selection": named} for r in run_rows)
+            named = manifests[run_dir.parent].get(run_dir.name, Named())
+            rows.extend({**r, "sweep_selection": ",".join(named.methods),
+                         "sweep_patience": named.patience} for r in run_rows)
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame = frame.sort_values(["run", "step"], kind="stable").reset_index(drop=True)
     return Collection(frame, skipped)
 
 
-def sweep_selections(root: Path, skipped: Skipped) -> dict[str, list[str]]:
-    """Run dir name → the selection methods named by the sweeps that launched it in ``root``
-    (in file order; a run in two sweeps gets both).  Unreadable manifests count as foreign."""
-    named: dict[str, list[str]] = {}
+@dataclass
+class Named:
+    """What the sweep files that launched a run name for its selection."""
+
+    methods: list[str] = field(default_factory=list)
+    patience: float = float("nan")  # early-stopping patience in epochs; NaN: none
+
+
+def sweep_selections(root: Path, skipped: Skipped) -> dict[str, Named]:
+    """Run dir name → the selection methods (and patience) named by the sweeps that launched it in
+    ``root`` (in file order; a run in two sweeps gets both).  Unreadable manifests count as foreign."""
+    named: dict[str, Named] = {}
     for path in sorted((root / SWEEPS).glob("*.json")):
         try:
             manifest = json.loads(path.read_text())
             runs, selection = list(manifest["runs"]), [str(s) for s in manifest["selection"]]
+            patience = float(manifest.get("patience") or "nan")
         except (OSError, ValueError, KeyError, TypeError):
             skipped.foreign_files.append(str(path))
             continue
         for name in map(str, runs):
-            methods = named.setdefault(name, [])
-            methods += [s for s in selection if s not in methods]
+            entry = named.setdefault(name, Named())
+            entry.methods += [s for s in selection if s not in entry.methods]
+            if patience == patience:
+                entry.patience = patience
     return named
 
 

@@ -25,7 +25,6 @@ def cmd_collect(a: argparse.Namespace) -> None:
                         f"known: {', '.join(plots.PLOT_KINDS)}")
     if a.patience is not None and a.patience < 1:
         raise UserError(f"--patience must be at least 1, got {a.patience}")
-    stopping = selection.EarlyStopping(a.patience, a.min_delta) if a.patience else None
     collection = reader.read_runs(a.dirs)
     records = collection.records
     if records.empty:
@@ -33,7 +32,7 @@ def cmd_collect(a: argparse.Namespace) -> None:
     wanted = list(dict.fromkeys(metrics + summary_metrics))
     sections = []
     for method, subset in selection.plan(records, a.selection, DEFAULT_SELECTION):
-        selected = selection.select(subset, method, stopping)
+        selected = selection.select(subset, method, early_stopping(a, subset))
         sections.append(tables.Section(selected, tables.aggregate(selected, wanted, a.exclude_dead)))
     footer = (f"Collected {records['run'].nunique()} finished runs ({len(records)} checkpoint "
               f"records) from {', '.join(a.dirs)}. {collection.skipped.summary()}.")
@@ -53,6 +52,17 @@ def cmd_collect(a: argparse.Namespace) -> None:
     if a.plots:
         paths = plots.write_plots(sections, metrics, Path(a.plots), kinds)
         print(f"wrote {len(paths)} plot files to {a.plots}", file=sys.stderr)
+
+
+def early_stopping(a: argparse.Namespace, subset):
+    """--patience, else (without --selection) the patience the runs' sweep file names."""
+    from ..collect import selection
+
+    patience = a.patience
+    if patience is None and a.selection is None:
+        named = subset["sweep_patience"].dropna().unique()
+        patience = float(named[0]) if len(named) == 1 else None
+    return selection.EarlyStopping(patience, a.min_delta) if patience else None
 
 
 def add_parser(sub) -> None:

@@ -82,7 +82,7 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
         a.launcher, why = default_launcher()
     launcher = make_launcher(a, sweep, root)
     if not (a.dry_run or a.launcher == "dry"):
-        write_manifest(sweep.name, sweep.selection, jobs)
+        write_manifest(sweep.name, sweep.selection, jobs, sweep.patience)
     print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}; launcher {launcher_text(launcher)} "
           f"({why})", flush=True)
     env = JobEnv(resolve_data_dir(a.data_dir), a.device, **eval_options(a))

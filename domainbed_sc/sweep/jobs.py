@@ -68,12 +68,14 @@ class JobEnv:
                           eval_batch_size=self.eval_batch_size, eval_train=self.eval_train)
 
 
-def write_manifest(name: str, selection: list[str], jobs: list[Job]) -> None:
-    """``<root>/.sweeps/<name>.json``: the sweep's selection methods and its job dirs, so that
-    ``collect`` applies each sweep's own selection to its own runs, whatever else the root holds."""
+def write_manifest(name: str, selection: list[str], jobs: list[Job], patience: int | None = None) -> None:
+    """``<root>/.sweeps/<name>.json``: the sweep's selection methods (and early-stopping patience)
+    and its job dirs, so that ``collect`` applies each sweep's own selection to its own runs,
+    whatever else the root holds."""
     root = jobs[0].dir.parent
     (root / SWEEPS).mkdir(parents=True, exist_ok=True)
-    blob = json.dumps({"sweep": name, "selection": selection, "runs": [j.name for j in jobs]},
+    blob = json.dumps({"sweep": name, "selection": selection, "patience": patience,
+                       "runs": [j.name for j in jobs]},
                       indent=1).encode()
     atomic_write_bytes(root / SWEEPS / f"{name}.json", lambda f: f.write(blob))
 

@@ -3,6 +3,7 @@
 Layout (every key optional except ``datasets`` and ``algorithms``; an unknown key is an error)::
 
     selection: best_val_acc         # the paper's model selection (a name or a list; see collect)
+    patience: 10                    # the paper's early stopping, in epochs, replayed by collect
     datasets:                       # a name, or a mapping with name / dataset_args / grid / hparams
       - name: mnist_cifar
         dataset_args: {mask_threshold: 0.5}
@@ -135,6 +136,7 @@ class Sweep:
     checkpoint_freq: int | None = None
     resources: Resources = field(default_factory=Resources)
     selection: list[str] = field(default_factory=list)  # collect's methods for these runs
+    patience: int | None = None  # collect's early-stopping replay (epochs) for these runs
     hparams_per_trial: bool = False  # RunArgs.hparams_per_trial of every job
 
     def seed_pairs(self) -> list[tuple[int, int]]:
@@ -178,7 +180,8 @@ def grid_points(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
 
 # -- parsing ---------------------------------------------------------------------------------
 TOP_KEYS = {"datasets", "algorithms", "hparams", "grid", "n_hparams", "trial_seeds", "data_seeds",
-            "steps", "epochs", "checkpoint_freq", "resources", "selection", "hparams_per_trial"}
+            "steps", "epochs", "checkpoint_freq", "resources", "selection", "patience",
+            "hparams_per_trial"}
 DATASET_KEYS = {"name", "dataset_args", "grid", "hparams"}
 ALGORITHM_KEYS = {"name", "hparams", "grid", "n_hparams"}
 
@@ -237,6 +240,7 @@ def parse_sweep(raw: Any, name: str) -> Sweep:
         checkpoint_freq=_optional(raw, "checkpoint_freq", _positive_int),
         resources=Resources.parse(raw.get("resources"), "resources"),
         selection=_selection(raw.get("selection")),
+        patience=_optional(raw, "patience", _positive_int),
         hparams_per_trial=_bool(raw.get("hparams_per_trial", False), "hparams_per_trial"),
     )
 

@@ -3,6 +3,7 @@ a failing job is reported and succeeds after ``relaunch --failed``, and a preemp
 requeued and resumes from its checkpoint without losing or duplicating records."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from domainbed_sc.sweep.launchers import SlurmLauncher, launch_jobs
 from domainbed_sc.sweep.spec import Resources
 from domainbed_sc.sweep.status import job_statuses
 from domainbed_sc.training.records import CHECKPOINT, DONE, RESULTS, read_records
+from domainbed_sc.training.run_dir import RUN_FILE
 
 pytest_plugins = ["conftest_slurm"]
 pytestmark = pytest.mark.slurm
@@ -83,14 +85,15 @@ def test_failed_slurm_job_is_reported_and_relaunched(slurm_cluster, tmp_path, ca
     out = tmp_path / "out"
     _, jobs = sweep_jobs(path, out)
     jobs[1].dir.mkdir(parents=True)
-    (jobs[1].dir / CHECKPOINT).write_bytes(b"a truncated checkpoint")
+    # a dir that holds another run: refused (a corrupt checkpoint would only restart the run)
+    (jobs[1].dir / RUN_FILE).write_text(json.dumps({"run_id": "0", "args": {"dataset": "other"}}))
     assert slurm_cli("launch", path, out) == 0
     assert wait_until_finished(jobs) == ["done", "failed"]
     failed = job_statuses(jobs)[1]
-    assert failed.error and failed.job_id and "Error" in failed.error
+    assert failed.error and failed.job_id and "holds another run" in failed.error
     first_done = (jobs[0].dir / DONE).stat().st_mtime_ns
 
-    (jobs[1].dir / CHECKPOINT).unlink()  # the fix
+    (jobs[1].dir / RUN_FILE).unlink()  # the fix
     assert slurm_cli("relaunch", path, out, "--failed") == 0
     assert "submitted 1 jobs" in capsys.readouterr().out
     assert wait_until_finished(jobs) == ["done", "done"]

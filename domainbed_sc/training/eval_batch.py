@@ -15,10 +15,12 @@ import torch
 from ..errors import UserError
 
 #: (arch, device type) -> images per evaluation batch, measured on one core of the dev VM
+#: (bench.py --sections evalbatch, 2026-12-02: MNIST_CNN's featurizer 1043 img/s at 64, 603 at 512;
+#: LeNet-5 flat from 32 to 1024, 30 % slower at 2048)
 MEASURED: dict[tuple[str, str], int] = {
     ("mnist_cnn", "cpu"): 64,
     ("lenet5", "cpu"): 512,
-    ("rcl_cnn", "cpu"): 128,  # 969 img/s vs 621 at 512 (one thread, VM under load)
+    ("rcl_cnn", "cpu"): 128,  # 3245 img/s vs 2005 at 512 (featurizer, one thread, quiet VM)
 }
 FALLBACK = 512
 

@@ -46,8 +46,8 @@ class Archive:
     checksum: str | None = None  # "sha256:<hex>" or "md5:<hex>"; None where none is published
 
 
-# SPEC §2.4: the WILDS v1.0 bundle (its files at the top level), then GroupDRO's original tarball
-# (one folder waterbird_complete95_forest2water2/ with the same metadata.csv and images).
+# docs/METHODS.md §D.4: the WILDS v1.0 bundle (its files at the top level), then GroupDRO's original
+# tarball (one folder waterbird_complete95_forest2water2/ with the same metadata.csv and images).
 WATERBIRDS = (
     Archive("https://worksheets.codalab.org/rest/bundles/0x505056d5cdea4e4eaa0e242cbfe2daa4/"
             "contents/blob/", "waterbirds_v1.0.tar.gz"),
@@ -61,7 +61,7 @@ def _dropbox(key: str, filename: str) -> Archive:
     return Archive(f"https://www.dropbox.com/s/{key}/{filename}?dl=1", filename)
 
 
-# SPEC §2.5: every archive holds spawrious224/...; the whole dataset serves every challenge.
+# METHODS §D.5: every archive holds spawrious224/...; the whole dataset serves every challenge.
 SPAWRIOUS = {
     "spawrious": (_dropbox("e40j553480h3f3s", "spawrious224.tar.gz"),
                   _dropbox("hofkueo8qvaqlp3", "spawrious224__entire_dataset.tar.gz")),

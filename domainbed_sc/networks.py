@@ -1,10 +1,10 @@
-"""Backbones (SPEC §3), each split into a featurizer and a linear classifier.
+"""Backbones (docs/METHODS.md §B), each split into a featurizer and a linear classifier.
 
 A featurizer is ``neck(body(x))``: ``body`` ends at the last convolutional feature map (Grad-CAM
 for eX2L reads it, RCL reads it flattened) and ``neck`` turns the map into the embedding vector
 (DL reads it, e.g. LeNet-5's 84-d post-ReLU fc2 output).  ``n_outputs`` is the embedding size.
 ``input_resize`` (any backbone) puts a bilinear upsampling in front of the body, so small images
-reach a network built for large ones (SPEC §7.13: CMNIST 28×28 → 224×224 for ResNet-50, whose
+reach a network built for large ones (METHODS §C.13: CMNIST 28×28 → 224×224 for ResNet-50, whose
 layer4 map is then 7×7 instead of a Grad-CAM-useless 1×1).
 """
 from __future__ import annotations

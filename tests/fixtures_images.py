@@ -22,7 +22,7 @@ from domainbed_sc.datasets.spawrious import BREEDS, LOCATIONS
 # (split code, y, place) -> count; every group in every split
 WATERBIRDS_COUNTS = {(0, 0, 0): 8, (0, 0, 1): 2, (0, 1, 0): 2, (0, 1, 1): 6,
                      **{(split, y, place): 3 for split in (1, 2) for y in (0, 1) for place in (0, 1)}}
-# the real totals of every group over all 11,788 images (SPEC §2.4: train + val + test)
+# the real totals of every group over all 11,788 images (docs/METHODS.md §D.4: train + val + test)
 WATERBIRDS_REAL_GROUPS = {(0, 0): 3498 + 467 + 2255, (0, 1): 184 + 466 + 2255,
                           (1, 0): 56 + 133 + 642, (1, 1): 1057 + 133 + 642}
 BIRDS = ("001.Black_footed_Albatross", "036.Northern_Flicker")  # one folder per y

@@ -1,5 +1,6 @@
-"""CDAN (SPEC §8.4): the multilinear map, CDAN+E's entropy weights and the generator loss, each
-against a hand-written reference on a tiny fixed batch, and the alternating steps' sides."""
+"""CDAN (docs/METHODS.md §A.10): the multilinear map, CDAN+E's entropy weights and the generator
+loss, each against a hand-written reference on a tiny fixed batch, and the alternating steps'
+sides."""
 from __future__ import annotations
 
 import copy

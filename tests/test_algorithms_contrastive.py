@@ -1,5 +1,6 @@
-"""DL (SPEC §4.6), RCL (§4.8) and eX2L (§4.7): their losses on hand-made tensors, their gradients,
-state round trips, toy runs through the trainer (with resume), and short real-data smoke runs."""
+"""DL (docs/METHODS.md §A.6), RCL (§A.8) and eX2L (§A.7): their losses on hand-made tensors, their
+gradients, state round trips, toy runs through the trainer (with resume), and short real-data smoke
+runs."""
 from __future__ import annotations
 
 import copy
@@ -316,7 +317,7 @@ def test_ex2l_heatmaps_have_the_body_map_shape(arch, shape, hw):
 
 
 def test_ex2l_on_cmnist_shaped_input_with_resnet50_upsamples_to_a_7x7_layer4_map():
-    """SPEC §7.13: 28×28 into ResNet-50 gives a 1×1 layer4 map; input_resize 224 gives 7×7."""
+    """METHODS §C.13: 28×28 into ResNet-50 gives a 1×1 layer4 map; input_resize 224 gives 7×7."""
     alg = make("eX2L", arch="resnet50", input_shape=(2, 28, 28), input_resize=224)
     assert alg.label_model.featurizer.body[1][0].in_channels == 2  # conv1 adapted to 2 channels
     t = alg.objective(random_batch(2, (2, 28, 28)))

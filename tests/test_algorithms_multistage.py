@@ -1,5 +1,5 @@
-"""The multi-stage algorithms: JTT (SPEC §4.5) and Chroma-VAE (§4.9, §3.5), and the trainer's
-stage hook they rely on (weighted sampling switched on by a hook, restored on resume)."""
+"""The multi-stage algorithms: JTT (docs/METHODS.md §A.5) and Chroma-VAE (§A.9, §B.5), and the
+trainer's stage hook they rely on (weighted sampling switched on by a hook, restored on resume)."""
 from __future__ import annotations
 
 import io
@@ -120,7 +120,7 @@ def test_jtt_stage2_weights_follow_the_count_mode(mode, error_weight):
                                           (RunArgs("planted", epochs=2.5), 2.5),
                                           (RunArgs("planted", steps=70), None)])
 def test_jtt_stage2_trains_the_whole_length_over_the_upsampled_set(mode, copies, args, epochs):
-    """SPEC §8.2: a stage-2 epoch is ⌈(|D| + λ_up·|E|)/B⌉ steps (D once plus E λ_up times
+    """METHODS §A.5: a stage-2 epoch is ⌈(|D| + λ_up·|E|)/B⌉ steps (D once plus E λ_up times
     officially; SpuCo: the correct set once plus E λ_up times), for the run's --epochs, or its
     --steps in steps; 50 examples, |E| = 8, λ_up = 20, batch 4."""
     ds, errors = planted_jtt_data()
@@ -167,7 +167,7 @@ def test_jtt_restarts_from_the_initial_weights_with_a_fresh_optimizer():
 
 
 def test_jtt_plans_t_identification_epochs_before_the_final_models_length():
-    """The official run: T = round(fraction · n_epochs) epochs, then n_epochs (SPEC §8.2); even
+    """The official run: T = round(fraction · n_epochs) epochs, then n_epochs (METHODS §A.5); even
     a 1-epoch run gets its stage 2."""
     ds, _ = planted_jtt_data()  # 50 examples, batch 4: 12 steps per epoch
     alg = make("JTT", input_shape=(1,), steps_per_epoch=12, total_steps=12, jtt_T_fraction=0.4)

@@ -1,4 +1,4 @@
-"""The data contract (datasets/base.py, SPEC §0), for every registered dataset.
+"""The data contract (datasets/base.py, docs/METHODS.md §P.1), for every registered dataset.
 
 Each dataset is built the cheapest way the tests have: toy from its own small arguments, the
 MNIST / CIFAR-10 datasets from the real files (``real_data``; generated datasets already in the

@@ -15,7 +15,7 @@ from domainbed_sc.collect.tables import METRICS, aggregate
 
 # run -> (hparams_seed, num_stages, [(step, stage, val_acc, val_wga, oracle_acc)])
 RUNS = {
-    # a stage-1 checkpoint better at everything: never a candidate (SPEC §8.1)
+    # a stage-1 checkpoint better at everything: never a candidate (docs/METHODS.md §P.4)
     "a": (1, 2, [(0, 1, 1.00, 1.00, 1.00),
                  (1, 2, 0.96, 0.00, 0.50),    # first val acc >= 0.95
                  (2, 2, 0.99, 0.10, 0.50),    # best val acc

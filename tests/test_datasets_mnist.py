@@ -1,4 +1,4 @@
-"""MNIST-CIFAR, MNIST-MP and CMNIST (SPEC §2.1–2.3) on the real MNIST / CIFAR-10 files.
+"""MNIST-CIFAR, MNIST-MP and CMNIST (docs/METHODS.md §D.1–§D.3) on the real MNIST / CIFAR-10 files.
 
 The data dir is ``$DOMAINBED_SC_DATA`` (else ./data, via conftest's ``real_data_dir``); tests
 needing archives that are missing there are skipped.  Real-data tests carry ``real_data``.
@@ -80,7 +80,7 @@ def _check_contract(ds) -> None:
         assert getattr(ds, attr) is None or getattr(ds, attr) in ds.splits
 
 
-# -- MNIST-CIFAR (§2.1) ------------------------------------------------------------------------
+# -- MNIST-CIFAR (§D.1) ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cifar_ds(real_data_dir, data_dir):
     if not _has_cifar(real_data_dir):
@@ -184,7 +184,7 @@ def test_mnist_cifar_bad_args(data_dir):
             load_dataset("mnist_cifar", args, SEED, data_dir)
 
 
-# -- MNIST-MP (§2.2) ---------------------------------------------------------------------------
+# -- MNIST-MP (§D.2) ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mp_ds(data_dir):
     return _load_twice("mnist_mp", {}, 0, data_dir)
@@ -235,7 +235,7 @@ def test_mnist_mp_bad_resolution(data_dir):
         load_dataset("mnist_mp", {"resolution": 30}, 0, data_dir)
 
 
-# -- CMNIST (§2.3) -----------------------------------------------------------------------------
+# -- CMNIST (§D.3) -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cmnist_ds(data_dir):
     return _load_twice("cmnist", {}, 0, data_dir)

@@ -34,7 +34,7 @@ from fixtures_images import (WATERBIRDS_COUNTS, WATERBIRDS_REAL_GROUPS, make_spa
 
 WB = {"image_size": 32, "num_workers": 0}
 SP = {"image_size": 32, "num_workers": 0, "per_folder": 10}
-# SPEC §2.5, written out again per breed: (train locations, test locations), filler
+# docs/METHODS.md §D.5's table again, per breed: (train locations, test locations), filler
 SPEC_TABLE = {
     "o2o_easy": ({"bulldog": (["desert"], ["dirt"]), "dachshund": (["jungle"], ["snow"]),
                   "labrador": (["dirt"], ["desert"]), "corgi": (["snow"], ["jungle"])}, "beach"),
@@ -55,11 +55,11 @@ SPEC_TABLE = {
                   "labrador": (["snow", "beach"], ["dirt", "jungle"]),
                   "corgi": (["beach", "snow"], ["jungle", "dirt"])}, None),
 }
-# SPEC §2.4: per-split group counts (g0/g1/g2/g3) of the real data, and the eX2L environments
+# METHODS §D.4: per-split group counts (g0/g1/g2/g3) of the real data, and the eX2L environments
 REAL_SPLITS = {"train": [3498, 184, 56, 1057], "val": [467, 466, 133, 133],
                "test": [2255, 2255, 642, 642]}
 # eX2L App. B.6 group shares (g0..g3 = landbird/land, landbird/water, waterbird/land,
-# waterbird/water) of Env 1 "land-centric" and Env 2 "balanced" (SPEC §2.4)
+# waterbird/water) of Env 1 "land-centric" and Env 2 "balanced" (METHODS §D.4)
 APP_B6 = ((0.6180, 0.1837, 0.0826, 0.1158), (0.4477, 0.3020, 0.0598, 0.1905))
 
 
@@ -122,7 +122,7 @@ def test_waterbirds_standard_splits_follow_the_metadata(wb_dir):
 def test_waterbirds_real_split_counts_from_full_metadata(wb_full_meta):
     ds = load_dataset("waterbirds", WB, 0, wb_full_meta)
     assert {name: _group_counts(sp, 4) for name, sp in ds.splits.items()} == REAL_SPLITS
-    assert ds.train_group_counts().tolist() == [3498, 184, 56, 1057]  # acc_adj weights (§1.1)
+    assert ds.train_group_counts().tolist() == [3498, 184, 56, 1057]  # acc_adj (METHODS §P.3)
 
 
 def _scaled_meta(tmp_path_factory, name: str, divisor: int) -> Path:
@@ -156,7 +156,7 @@ def _half_up_counts(n: int) -> list[list[int]]:
 
 
 def test_ex2l_sizes_at_the_real_counts_are_the_largest_the_pool_allows():
-    """SPEC §8.3: environments from official train + val at the largest size N that fits; the
+    """METHODS §D.4: environments from official train + val at the largest size N that fits; the
     land-waterbird group (56 + 133) binds.  N found here by brute force."""
     pool = [a + b for a, b in zip(REAL_SPLITS["train"], REAL_SPLITS["val"])]
 
@@ -313,7 +313,7 @@ def _domainbed_split(n: int, n_out: int, seed: int) -> tuple[list[int], list[int
 
 def _domainbed_env(sp_dir: Path, challenge: str, k: int, t: int = 10) -> list[str]:
     """SC_group_{k+1} in DomainBed's concatenation order (breeds in the table's order, the filler
-    after the core locations), from the SPEC table and the sorted folder listings."""
+    after the core locations), from the METHODS §D.5 table and the sorted folder listings."""
     routes, filler = SPEC_TABLE[challenge]
     order = ("bulldog", "dachshund", "labrador", "corgi")
     if filler is None:  # M2M: folder 0, the k-th training location

@@ -1,9 +1,10 @@
 """The loss DL, RCL, eX2L and Chroma-VAE (stage 1) step on, against references written here from
 the papers' formulas (harness: ``loss_reference.py``).
 
-DL [S0 §4, SPEC §4.6], RCL [S3 §4, SPEC §4.8], eX2L's Eq. 4 with Grad-CAM at the body's map
-[S2, SPEC §4.7; K-way heads: 3 classes, 3 confounder values], Chroma-VAE's stage-1 objective
-[S4 §2–3, SPEC §4.9].
+DL [Cazacu 2026 §4; METHODS §A.6], RCL [Duboudin et al. 2021; METHODS §A.8], eX2L's Eq. 4 with
+Grad-CAM at the body's map [Medina et al. 2026; METHODS §A.7; K-way heads: 3 classes, 3 confounder
+values], Chroma-VAE's stage-1 objective [Yang et al. 2022 §2–3; METHODS §A.9]; METHODS is
+docs/METHODS.md.
 """
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ EX2L_PROTOCOL = {"ERM": ("random", None), "GroupDRO": ("uniform_group", "group")
     # DomainBed: every algorithm, ERM included, on one minibatch per environment
     ("domainbed_cmnist", ("mnist_cnn", 0), {"ERM": ("uniform_env", None), "IRM": ("uniform_env", None),
                                             "GroupDRO": ("uniform_env", "env"), "DANN": ("uniform_env", None)}),
-    ("ex2l_cmnist", ("resnet50", 224), EX2L_PROTOCOL),  # SPEC §7.13: upsampled to 224 for ResNet-50
+    ("ex2l_cmnist", ("resnet50", 224), EX2L_PROTOCOL),  # METHODS §C.13: upsampled for ResNet-50
     ("ex2l_cmnist_cpu", ("mnist_cnn", 0), EX2L_PROTOCOL),
 ])
 def test_cmnist_sweeps_sample_as_their_papers_did(stem, backbone, protocol):
@@ -193,7 +193,7 @@ def test_cmnist_sweeps_sample_as_their_papers_did(stem, backbone, protocol):
     assert seen == {name: {(*how, *backbone)} for name, how in protocol.items()}
 
 
-SHIPPED_SELECTION = {  # each paper's own model selection (SPEC §1.2, §8.2, §4.9)
+SHIPPED_SELECTION = {  # each paper's own model selection (docs/METHODS.md §P.4, §A.5, §A.9)
     "dl_mnist_cifar": ["last"], "quickstart": ["last"], "rcl_mnist_mp": ["best_val_acc"],
     "domainbed_cmnist": ["training_domain_val", "oracle"], "chroma_vae_cmnist": ["best_val_acc"],
     "waterbirds": ["best_val_wga", "best_val_mean_aa_wga"], "spawrious": ["best_val_mean_aa_wga"],

@@ -1,4 +1,4 @@
-"""The algorithm interface (SPEC §0, DomainBed style).
+"""The algorithm interface (docs/METHODS.md §P.2, DomainBed style).
 
 An algorithm is one small ``nn.Module`` class: ``update(batches) -> dict of losses`` and
 ``predict(x) -> logits``.  ``batches`` is a list of ``Batch``: one per training environment with
@@ -37,7 +37,7 @@ class TaskInfo:
     total_steps: int
 
 
-#: Hyperparameters every algorithm has (SPEC §4.1: DomainBed's ERM space).
+#: Hyperparameters every algorithm has (docs/METHODS.md §A.0: DomainBed's ERM space).
 COMMON_HPARAMS: dict[str, HParam] = {
     "lr": HParam(1e-3, log_uniform(-4.5, -2.5), positive, large=(5e-5, log_uniform(-5, -3.5))),
     "weight_decay": HParam(0.0, None, non_negative, large=(0.0, log_uniform(-6, -2))),
@@ -53,7 +53,7 @@ COMMON_HPARAMS: dict[str, HParam] = {
     "resnet_dropout": HParam(0.0, None, non_negative, large=(0.0, choice([0.0, 0.1, 0.5]))),
     "input_resize": HParam(0, None, lambda v: isinstance(v, int) and v >= 0,
                            "bilinearly upsample inputs to this square size inside the network, "
-                           "0 = off (SPEC §7.13: 224 for CMNIST on ResNet-50)"),
+                           "0 = off (METHODS §C.13: 224 for CMNIST on ResNet-50)"),
     "sampler": HParam("random", None, one_of("random", "uniform_group", "uniform_env")),
 }
 
@@ -65,7 +65,7 @@ class Algorithm(nn.Module):
     packable: ClassVar[bool] = False
     HPARAMS: ClassVar[dict[str, HParam]] = COMMON_HPARAMS
     name: ClassVar[str]
-    #: multi-stage methods (SPEC §8.1): how many stages, and the one the model is in now (a class
+    #: multi-stage methods (METHODS §P.4): how many stages, and the one the model is in now (a class
     #: attribute, so subclasses may make it a plain attribute or a property); a record's
     #: checkpoint counts for model selection only in the final stage, the model the method reports
     num_stages: ClassVar[int] = 1

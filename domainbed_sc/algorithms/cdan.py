@@ -1,4 +1,6 @@
-"""CDAN, Long et al.'s Conditional Adversarial Domain Adaptation (NeurIPS 2018; SPEC §8.4).
+"""CDAN, Conditional Adversarial Domain Adaptation (Long et al. 2018; docs/METHODS.md §A.10).
+
+M. Long, Z. Cao, J. Wang, M. I. Jordan, NeurIPS 2018; official code ``thuml/CDAN``.
 
 The domain discriminator D sees the multilinear map of the features f = φ(x) ∈ R^d and the
 softmax prediction g ∈ R^C: T(f, g) = g ⊗ f flattened (C·d values, the official code's
@@ -12,8 +14,8 @@ environment and the environments count equally; the weights stay in the generato
 official code sends the reversed gradient into the entropy too).
 
 g is detached inside T, as in the official PyTorch code (``softmax_output =
-input_list[1].detach()`` in ``loss.py``); SPEC §8.4 asks for whatever the official code does
-(its parenthesis says "not detached", which the code contradicts).  ``cdan_detach_g: false``
+input_list[1].detach()`` in ``loss.py``), as METHODS §C.30 records (§Z item 1: the former spec
+said "not detached", which the code contradicts).  ``cdan_detach_g: false``
 lets the adversarial gradient reach the classifier through g, the literal reading of the paper's
 minimax objective.
 

@@ -1,4 +1,4 @@
-"""Chroma-VAE (SPEC §4.9, §3.5): a VAE whose first latent block carries the shortcut.
+"""Chroma-VAE (docs/METHODS.md §A.9, §B.5): a VAE whose first latent block carries the shortcut.
 
 Stage 1 trains a VAE (``vae_nets``) and a linear classifier C on μ₁, the first
 d₁ = round(z_p·dim_z) latent means, jointly with Adam on the batch mean of
@@ -15,7 +15,7 @@ means) over the training split in eval mode and fits a classifier on (μ₂, y):
          drawn afresh every batch; it predicts on D([0, μ₂(x)]), the prior mean for z₁, so that
          predictions depend on μ₂ alone and are deterministic (our choice: the paper is silent).
 From then on ``predict`` uses only μ₂(x): the final record is stage 2 and evaluates the
-z2-classifier, the only checkpoint model selection may pick (SPEC §8.1; the paper's z1-classifier
+z2-classifier, the only checkpoint model selection may pick (METHODS §P.4; the paper's z1-classifier
 is "not used for prediction").  The hook also logs C's accuracy on every split and,
 for 2-channel (CMNIST) images, the mean latent shift under a colour flip (channel swap) in the
 z₁ and z₂ blocks, and writes a PNG of partial reconstructions x̃₁ = D([μ₁, ε₂]), x̃₂ = D([ε₁, μ₂]).
@@ -94,7 +94,7 @@ class KNNClassifier(nn.Module):
 class ChromaVAE(Algorithm):
     num_stages = 2
     HPARAMS = {
-        "lr": HParam(1e-3, log_uniform(-4.5, -2.5), positive, "Adam lr of both stages (§7.23)"),
+        "lr": HParam(1e-3, log_uniform(-4.5, -2.5), positive, "Adam lr of both stages (§C.23)"),
         "batch_size": HParam(128, None, positive),
         "chroma_zdim": HParam(32, choice([4, 8, 16, 32]), positive, "dim(z)"),
         "chroma_zp": HParam(0.25, choice([0.25, 0.5, 0.75]), between(0, 1),

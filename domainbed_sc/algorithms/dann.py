@@ -1,4 +1,4 @@
-"""DANN and CDANN, DomainBed's ``AbstractDANN`` (SPEC §4.4).
+"""DANN and CDANN, DomainBed's ``AbstractDANN`` (docs/METHODS.md §A.4).
 
 No gradient-reversal layer: a discriminator D on the features φ(x) learns to predict the
 environment, and updates alternate.  With t counting updates from 1, update t is a discriminator

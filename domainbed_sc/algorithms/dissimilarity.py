@@ -1,4 +1,4 @@
-"""DL, the dissimilarity loss of the DL thesis (SPEC §4.6, §3.1, §7.12, §7.17).
+"""DL, the dissimilarity loss of the DL thesis (docs/METHODS.md §A.6, §B.1, §C.12, §C.17).
 
 The embedding z is the featurizer output (LeNet-5: the post-ReLU 84-d fc2 activation).  Within
 the minibatch, S_ij = ẑ_iᵀẑ_j with ẑ = z/(‖z‖ + 1e-8), and DL pushes apart the pairs M that

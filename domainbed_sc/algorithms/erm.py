@@ -1,4 +1,4 @@
-"""ERM: mean cross-entropy (SPEC §4.1).  Also the base class of most other algorithms."""
+"""ERM: mean cross-entropy (docs/METHODS.md §A.1).  Also the base class of most other algorithms."""
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""eX2L, eXplaining to Learn (reconstructed; SPEC §4.7, §7.13, §7.18–7.20).
+"""eX2L, eXplaining to Learn (reconstructed; docs/METHODS.md §A.7, §C.13, §C.18–§C.20).
 
 Two models that share no weights: the label model f (featurizer + head over the K classes) and
 the confounder model g (its own featurizer + head over the confounder values c = s).  Each has
@@ -11,12 +11,12 @@ the layer4 output), for the true class (y for f, s for g), and the two heatmaps 
 ``ex2l_sim_grad`` = both lets the Sim gradient reach both models (the literal joint
 minimisation); label_only detaches H_g (a static spatial prior).  Binary heads (label or
 confounder model) have one logit z by default, trained with BCE, Grad-CAM target z if the target
-is 1 and −z if it is 0 (SPEC §4.7, §8.9; App. B.1); ``ex2l_single_logit: false`` gives them two
-logits and CE instead.  Prediction uses f only; a single logit is returned as the two logits
+is 1 and −z if it is 0 (METHODS §A.7, §C.25; eX2L App. B.1); ``ex2l_single_logit: false`` gives them
+two logits and CE instead.  Prediction uses f only; a single logit is returned as the two logits
 (0, z), so the evaluator's argmax predicts 1 iff z > 0 and nothing downstream needs to know.
 
 Paper protocol (beyond these defaults): ResNet-50 IMAGENET1K_V2 (CMNIST upsampled to 224×224,
-``input_resize``, §7.13), up to 300 epochs with early stopping (patience 10) on
+``input_resize``, §C.13), up to 300 epochs with early stopping (patience 10) on
 J = (AA + WGA)/2 on validation, 20 random trials, seeds 42, 8, 777 (sweeps/ex2l_cmnist.yaml).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Grad-CAM heatmaps that stay differentiable in the feature map (eX2L, SPEC §4.7).
+"""Grad-CAM heatmaps that stay differentiable in the feature map (eX2L, docs/METHODS.md §A.7).
 
 H = ReLU(Σ_k α_k A_k) over the channels k of a conv feature map A (B×K'×h×w), with
 α_k = mean over h·w of ∂score/∂A_k.  α comes from ``autograd.grad(..., create_graph=False)``, so
@@ -19,7 +19,7 @@ def class_logits(out: Tensor) -> Tensor:
 
 
 def head_loss(out: Tensor, target: Tensor) -> Tensor:
-    """BCE on a single binary logit, cross-entropy on K-way logits (SPEC §8.9)."""
+    """BCE on a single binary logit, cross-entropy on K-way logits (docs/METHODS.md §C.25)."""
     if out.shape[1] == 1:
         return F.binary_cross_entropy_with_logits(out[:, 0], target.to(out.dtype))
     return F.cross_entropy(out, target)
@@ -27,7 +27,7 @@ def head_loss(out: Tensor, target: Tensor) -> Tensor:
 
 def target_score(out: Tensor, target: Tensor) -> Tensor:
     """Per-sample Grad-CAM target: the true-class logit, or ±z for a single binary logit
-    (z if target = 1, −z if target = 0; SPEC §4.7, App. B.1)."""
+    (z if target = 1, −z if target = 0; docs/METHODS.md §A.7; eX2L App. B.1)."""
     if out.shape[1] == 1:
         return out[:, 0] * (2 * target - 1).to(out.dtype)
     return out.gather(1, target[:, None])[:, 0]

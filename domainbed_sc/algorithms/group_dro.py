@@ -1,4 +1,4 @@
-"""GroupDRO (SPEC §4.2): minimise the q-weighted group losses, q pushed toward the worst group.
+"""GroupDRO (docs/METHODS.md §A.2): minimise q-weighted group losses, q pushed to the worst group.
 
 ``groupdro_mode=group`` (default) is the GroupDRO paper's online algorithm over the y×s groups
 [GDRO ``loss.py``]; ``groupdro_mode=env`` is DomainBed's ``GroupDRO``, whose "groups" are the

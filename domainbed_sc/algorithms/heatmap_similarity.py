@@ -1,4 +1,4 @@
-"""The eleven heatmap similarity functions eX2L screened (SPEC §4.7, normalisation §7.18).
+"""The eleven heatmap similarities eX2L screened (docs/METHODS.md §A.7, normalisation §C.18).
 
 Each takes two batches of heatmaps (B×h×w: the label model's F and the confounder model's G)
 and returns one similarity per sample (B,).  Higher means more similar, so eX2L *minimises* it
@@ -103,5 +103,5 @@ SIMILARITIES: dict[str, Similarity] = {
     "ssim": Similarity(minmax_normalise, ssim),
     "soft_dice": Similarity(minmax_normalise, soft_dice),
 }
-#: the five the paper kept for its random search (SPEC §4.7 table)
+#: the five the paper kept for its random search (docs/METHODS.md §A.7 table; eX2L)
 SEARCHED = ["mae", "cosine", "soft_dice", "js_distance", "ssim"]

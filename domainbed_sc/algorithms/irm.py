@@ -1,4 +1,4 @@
-"""IRM, the IRMv1 penalty as DomainBed implements it (SPEC §4.3).
+"""IRM, the IRMv1 penalty as DomainBed implements it (docs/METHODS.md §A.3).
 
 Loss = mean_e R^e + λ_t · mean_e P^e, where P^e is the product of the gradients of the risks of
 the even and odd halves of environment e's minibatch with respect to a dummy scale w = 1 on the

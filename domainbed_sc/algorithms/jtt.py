@@ -1,5 +1,5 @@
-"""JTT, Just Train Twice (SPEC §4.5): ERM for T epochs, then ERM again from the same initial
-weights with the training examples the first model got wrong upsampled.
+"""JTT, Just Train Twice (docs/METHODS.md §A.5; Liu et al., ICML 2021): ERM for T epochs, then ERM
+again from the same initial weights with the training examples the first model got wrong upsampled.
 
 At the start of epoch T the epoch hook
 1. predicts the whole training split in eval mode: the error set E = {i : argmax f(x_i) != y_i};
@@ -11,8 +11,8 @@ At the start of epoch T the epoch hook
    (``official_1_plus``: D ∪ λ_up copies of E) or λ_up (``spuco``: λ_up copies), 1 otherwise.
    Drawing with these weights gives every example the share of draws its copies have in the
    upsampled set;
-4. starts stage 2 with the official schedule (SPEC §8.2, official ``run_expt.py``: the final
-   model trains ``n_epochs`` over ``ConcatDataset([D, E × λ_up])``, no drop_last): an epoch is
+4. starts stage 2 with the official schedule (METHODS §A.5, §C.28; official ``run_expt.py``: the
+   final model trains ``n_epochs`` over ``ConcatDataset([D, E × λ_up])``, no drop_last): an epoch is
    ⌈Σ_i w_i / batch_size⌉ steps (⌈(|D| + λ_up·|E|)/B⌉ officially), logged as
    ``jtt_stage2_steps_per_epoch`` with the stage's length ``jtt_stage2_steps``.
 
@@ -20,11 +20,12 @@ Length (the official run = T identification epochs + n_epochs final epochs): the
 ``--epochs E`` is the final model's n_epochs, so JTT trains T + E epochs, T at len(train) /
 batch_size steps and E at the upsampled length; with ``--steps S`` stage 2 trains S steps after
 the T epochs.  T = max(1, round(jtt_T_fraction · E)) (E = S / steps_per_epoch with --steps); the
-default 0.2 is Waterbirds' T = 60 for 300 epochs, the search is SPEC's {0.05, 0.1, 0.2, 0.4}.
+default 0.2 is Waterbirds' T = 60 for 300 epochs, the search {0.05, 0.1, 0.2, 0.4} is a
+proposal, not from the paper (METHODS §A.5).
 Until E is known (epoch T), the trainer plans stage 2 at the stage-1 epoch length.
 E is checkpointed (``extra_state``) and the trainer checkpoints the sampling weights and the
 schedule, so a resumed run lands in the right stage.  Records name their ``stage`` (1 before the
-switch, 2 after); model selection sees only stage 2, the model JTT reports (SPEC §8.1).
+switch, 2 after); model selection sees only stage 2, the model JTT reports (METHODS §P.4).
 Group labels are never used for training; where the dataset has them, the record after the
 switch logs |E| and E's precision / recall against the minority groups.
 """

@@ -1,4 +1,4 @@
-"""RCL, the reverse contrastive loss of *Look Beyond Bias* (SPEC §4.8, §7.21, §7.22).
+"""RCL, the reverse contrastive loss of *Look Beyond Bias* (docs/METHODS.md §A.8, §C.21, §C.22).
 
 f is the flattened output of the conv feature extractor (``featurizer.body``), min-max scaled by
 the batch's scalar min and max, in the graph.  Every sample i is an anchor; p(i) is its nearest

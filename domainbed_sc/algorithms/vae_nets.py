@@ -1,4 +1,4 @@
-"""The Chroma-VAE encoder and decoder (SPEC §3.5; our choice, §7.14).
+"""The Chroma-VAE encoder and decoder (docs/METHODS.md §B.5; our choice, §C.14).
 
 Encoder: three 4×4 stride-2 convolutions with 32, 64 and 128 channels and ReLU, then a linear
 layer to (μ, log σ²).  Each convolution halves the side (floor), so 28 → 14 → 7 → 3 and

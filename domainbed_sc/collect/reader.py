@@ -1,9 +1,9 @@
 """Load every run under some directories into a DataFrame, one row per checkpoint record.
 
 Only finished runs count: their ``done`` file exists and, for multi-stage methods, a checkpoint
-of the final stage does (SPEC §8.1).  Nothing found in the tree makes the reader fail: runs
-without ``done``, finished runs without (readable) results, torn or corrupt lines, JSON lines that
-are not records, records of another run (args hash unlike the run's), repeated steps, other
+of the final stage does (docs/METHODS.md §P.4).  Nothing found in the tree makes the reader fail:
+runs without ``done``, finished runs without (readable) results, torn or corrupt lines, JSON lines
+that are not records, records of another run (args hash unlike the run's), repeated steps, other
 ``*.jsonl`` files and second copies of a run are counted in ``Skipped`` and reported under the
 tables.  Runs with a ``diverged`` marker (the trainer stopped them on a non-finite loss) are
 listed, with the step, and left out of the tables.  Metrics written as ``null`` (strict JSON for

@@ -1,9 +1,9 @@
-"""Model selection (SPEC §1.2): which checkpoint of each run, and which hyperparameter draw.
+"""Model selection (docs/METHODS.md §P.4): which checkpoint of each run, which hyperparameter draw.
 
 Two stages, as in DomainBed.  A method scores every checkpoint record of a run and keeps the
 best one (the earliest on ties); only checkpoints of a method's final stage are candidates
-(SPEC §8.1: JTT's stage-2 model, Chroma-VAE's z2-classifier, the models their papers report).
-Then, per grid cell (dataset, dataset args, algorithm, fixed hparam overrides, training
+(METHODS §P.4, §C.27: JTT's stage-2 model, Chroma-VAE's z2-classifier, the models their papers
+report). Then, per grid cell (dataset, dataset args, algorithm, fixed hparam overrides, training
 length), it averages the kept checkpoints' hparams score over the trial seeds of each hparams
 draw and keeps the best draw (the lowest hparams_seed on ties), so every trial seed of a cell
 reports the same hyperparameters (the suite's default, shared search).  Runs with DomainBed's
@@ -64,7 +64,7 @@ SEARCH_DOC = {
 
 
 def first_reaching(threshold: float) -> Score:
-    """RCL's early stopping (SPEC §1.2, §4.8): the first checkpoint whose val acc reaches
+    """RCL's early stopping (METHODS §P.4, §A.8): the first checkpoint whose val acc reaches
     ``threshold``.  The paper stops training there and says no more, so a run that never gets
     there trains to its end and reports its last checkpoint (our reading); tables count those."""
 
@@ -89,7 +89,7 @@ def early_stop_at(threshold: float) -> Method:
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """Early stopping replayed on the records (eX2L, SPEC §8.9, §7.2): a run is cut once
+    """Early stopping replayed on the records (eX2L, METHODS §A.7, §C.2): a run is cut once
     ``patience`` epochs (the records' ``epoch``, whatever the evaluation frequency) pass without
     a gain above ``min_delta`` in the checkpoint score, and its best checkpoint is chosen among
     those it evaluated."""
@@ -174,7 +174,7 @@ def plan(records: pd.DataFrame, text: str | None, default: str) -> list[tuple[Me
     """(method, the records it selects among).  With ``text`` (--selection): every method over
     every run.  Without it, each run gets the methods its sweep file names (``default`` where
     none names any), and each method is shown over the runs that get it: runs of sweeps that name
-    different selections are each shown under their own (SPEC §1.2: each paper its own)."""
+    different selections are each shown under their own (METHODS §P.4: each paper its own)."""
     if text is not None:
         return [(m, records) for m in parse_methods(text)]
     wanted = records["sweep_selection"].where(records["sweep_selection"] != "", default).str.split(",")
@@ -214,7 +214,7 @@ class Selected:
 
 
 def final_stage(records: pd.DataFrame) -> pd.DataFrame:
-    """The checkpoints of each run's final stage, the model its method reports (SPEC §8.1)."""
+    """The checkpoints of each run's final stage, the model its method reports (METHODS §P.4)."""
     return records[records["stage"] == records["num_stages"]]
 
 

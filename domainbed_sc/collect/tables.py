@@ -21,7 +21,8 @@ from .stats import summarize
 
 #: run arguments that are part of a cell besides its dataset args and hparam overrides
 GRID_RUN_ARGS = (*LENGTH, "hparams_per_trial")
-#: SPEC §1.1: a run is dead when its ID accuracy (at the selected checkpoint) is below 20 %
+#: docs/METHODS.md §P.3 (Cazacu 2026): a run is dead when its ID accuracy (at the selected
+#: checkpoint) is below 20 %
 DEAD_ACC = 0.2
 
 
@@ -313,7 +314,8 @@ def remarks(agg: pd.DataFrame, method: Method, fmt: Format) -> list[str]:
     multi = sorted(set(agg.loc[agg["num_stages"].fillna(1) > 1, "algorithm"]))
     if multi:
         lines.append(f"Multi-stage methods ({', '.join(multi)}): only checkpoints of their final "
-                     f"stage, the model the method reports, were candidates (SPEC §8.1).")
+                     f"stage, the model the method reports, were candidates "
+                     f"(docs/METHODS.md §P.4).")
     fell = agg[agg["fallback"].fillna(0) > 0]
     if not fell.empty:
         counts = ", ".join(f"{r['algorithm']}: {int(r['fallback'])}" for _, r in fell.iterrows())

@@ -97,6 +97,7 @@ def add_parser(sub) -> None:
                         "last / oracle): a run stops once P epochs pass without improvement, "
                         "however often it was evaluated (eX2L: 10)")
     p.add_argument("--min-delta", type=float, default=1e-4,
-                   help="the smallest gain that counts as improvement (default 1e-4, SPEC §7.2)")
+                   help="the smallest gain that counts as improvement "
+                        "(default 1e-4, docs/METHODS.md §C.2)")
     p.add_argument("--output", metavar="FILE", help="write the tables here instead of stdout")
     p.set_defaults(func=cmd_collect)

@@ -1,4 +1,4 @@
-"""The data contract (SPEC §0): every example carries x, y, s, g = y*S + s, e and idx.
+"""The data contract (docs/METHODS.md §P.1): every example carries x, y, s, g = y*S + s, e and idx.
 
 A dataset is a set of named splits plus the facts an algorithm, the trainer and the collector
 need (classes, attributes, groups, input shape, which labels it provides, which split is ID or
@@ -18,7 +18,7 @@ from torch import Tensor
 from ..checks import Check, Spec, check_mapping, check_value
 from ..errors import UserError
 
-#: The optional training-time labels an algorithm may require (SPEC §4.0).
+#: The optional training-time labels an algorithm may require (docs/METHODS.md §A.0).
 LABELS = ("s", "g", "e")
 
 

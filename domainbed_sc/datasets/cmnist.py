@@ -1,4 +1,4 @@
-"""Coloured MNIST (SPEC §2.3; Chroma-VAE choices §7.10), two variants.
+"""Coloured MNIST (docs/METHODS.md §D.3; Chroma-VAE choices §C.10), two variants.
 
 Common recipe: label y = 1[digit < 5] flipped with probability 0.25; colour = y flipped with
 probability p; the image is the digit in 2 channels with the channel that is not ``colour``
@@ -17,7 +17,7 @@ environments for ``--seed s --trial_seed s`` exactly.  Splits:
 ``test_env``, ``test`` = its in-part.  The test environment's e is the next id (the number of
 training environments), so e tells all three environments apart in every split.
 
-``variant="chroma"`` (Variant C, Chroma-VAE's CMNIST, §7.10): a single training environment
+``variant="chroma"`` (Variant C, Chroma-VAE's CMNIST, §C.10): a single training environment
 from MNIST-train with p_c = 0.1, of which a seeded ``val_fraction`` (10 %) is held out as ``val``
 (same distribution); ``test_in`` (p_c = 0.1) and ``test_out`` (p_c = 0.9) are built from the same
 10k MNIST-test digits with the same label noise and the same uniform draw deciding colour flips

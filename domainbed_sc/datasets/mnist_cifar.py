@@ -1,28 +1,28 @@
-"""MNIST-CIFAR, the DL thesis's background-shortcut benchmark (SPEC §2.1; choices §7.3–7.5).
+"""MNIST-CIFAR, the DL thesis's background-shortcut benchmark (docs/METHODS.md §D.1, §C.3–§C.5).
 
 Black MNIST digits are stamped onto CIFAR-10 backgrounds.  Every digit class c owns a set B_c of
 N = ``n_backgrounds`` CIFAR images (the sets are pairwise disjoint), so the background identifies
 the class and N controls how strong that shortcut is.
 
-Generation, exactly as the spec recommends:
+Generation, as METHODS §D.1 gives it (after Cazacu 2026, §3.1 and App. A):
 
 * digits: MNIST, zero-padded 28→32 (2 px a side), 3 channels, rendered black through the binary
-  mask m = 1[digit/255 > t]: ``out = bg * (1 - m)`` (§2.1.2, t = ``mask_threshold``, §7.3);
+  mask m = 1[digit/255 > t]: ``out = bg * (1 - m)`` (§D.1 step 3, t = ``mask_threshold``, §C.3);
 * backgrounds: the pooled 60k CIFAR-10 images, global id = train index, or 50,000 + test index
-  (§2.1.9, §7.5);
+  (§D.1 step 2, §C.5);
 * class balance: every class is subsampled at random to the smallest class (5,421/class in
-  MNIST-train = 54,210; 892/class in MNIST-test = 8,920) (§2.1.4);
+  MNIST-train = 54,210; 892/class in MNIST-test = 8,920) (§D.1 step 1);
 * ``train``: MNIST-train digits of class c, shuffled, then dealt round-robin over B_c, so every
-  background gets ⌊n_c/N⌋ or ⌈n_c/N⌉ digits (§2.1.3, §7.4);
+  background gets ⌊n_c/N⌋ or ⌈n_c/N⌉ digits (§D.1 step 4, §C.4);
 * ``test_id``: the MNIST-test digits dealt the same way over the same B_c;
 * ``test_ood``: the *same* MNIST-test digits (paired with ``test_id``), each on its own background
-  drawn without replacement from the pool that excludes ∪B_c (§2.1.5, §7.5); s = -1 there.
+  drawn without replacement from the pool that excludes ∪B_c (§D.1, §C.5); s = -1 there.
 
 s = c·N + j for the j-th background of B_c, a bijection of the 10N train/ID backgrounds onto
 0..10N-1, so g = y·10N + s.  The global CIFAR ids are kept as ``bg_id`` (and the sets as
 ``bg_sets``, shape [10, N]) in the cache and on the dataset.
 
-Our choices beyond the spec (all invisible to the contract):
+Our choices beyond the thesis (METHODS §C.34; all invisible to the contract):
 
 * every random decision has its own numpy stream derived from (data_seed, purpose) through
   ``SeedSequence``, which takes any non-negative integer (the thesis seeds reach 4,190,266,093);
@@ -174,6 +174,6 @@ class MnistCifar(GroupDataset):
 
 def generate_many(data_dir: Path, data_seed: int, n_values: list[int],
                   mask_threshold: float = 0.5) -> list[MnistCifar]:
-    """Pre-generate (and cache) one dataset per N for a seed, the thesis's N grid (§2.1.7)."""
+    """Pre-generate (and cache) one dataset per N for a seed, the thesis's N grid (METHODS §D.1)."""
     return [MnistCifar(Path(data_dir), MnistCifarArgs(n, mask_threshold), data_seed)
             for n in n_values]

@@ -1,18 +1,18 @@
-"""MNIST-MP ("Missing Patterns"), the RCL paper's benchmark (SPEC §2.2; choices §7.8–7.9).
+"""MNIST-MP ("Missing Patterns"), the RCL paper's benchmark (docs/METHODS.md §D.2, §C.8, §C.9).
 
 * ``train``: all 60,000 MNIST-train digits, each coloured with its class colour (no
   counter-examples, so s ≡ y and the groups collapse to the classes);
 * ``val``: the 10,000 MNIST-test digits in their class colours (the paper's "validation accuracy");
 * ``test``: the *same* 10,000 digits in the mean colour (127.3, 127.3, 127.3), i.e. grey.
 
-Colourisation is multiplicative with a black background (§7.8):
+Colourisation is multiplicative with a black background (§C.8):
 x[ch] = digit/255 · colour[ch]/255.  Pixels are stored as uint8 round(digit·colour[ch]/255) and
 scaled by /255 on fetch, so a stored pixel differs from the exact product by at most 0.5/255.
 
 s is the colour id: the class (0–9) in train/val, 10 (grey) in test; num_attributes = 11.
 
 ``resolution`` is 28 (the default, matching the RCL net's 128·4·4 FC input) or 32 (2-px zero
-padding, the size of the released files; §7.9).  The released files' [-1, 1] scaling is not
+padding, the size of the released files; §C.9).  The released files' [-1, 1] scaling is not
 offered: the backbones normalise nothing, and [0, 1] keeps the contract shared by all datasets.
 
 The data do not depend on the seed, so the cache key is the arguments alone (one entry for all
@@ -31,7 +31,8 @@ from . import register_dataset, sources
 from ..checks import one_of
 from .base import DatasetArgs, GroupDataset, TensorSplit, arg
 
-#: class colours of the LBB coloured MNIST, RGB in 0..255 (SPEC §2.2 table)
+#: class colours of the LBB coloured MNIST, RGB in 0..255 (METHODS §D.2; from the authors'
+#: repository liris-tduboudin/Look-Beyond-Bias)
 COLOURS = torch.tensor([
     [255, 127, 127], [0, 127, 127], [127, 255, 127], [127, 0, 127], [127, 127, 255],
     [127, 127, 0], [0, 255, 255], [255, 0, 0], [255, 0, 255], [0, 255, 0],

@@ -1,8 +1,9 @@
-"""Spawrious (SPEC §2.5) in its release layout ``<data_dir>/spawrious224/{0,1}/{location}/{breed}/``.
+"""Spawrious (docs/METHODS.md §D.5) in its release layout
+``<data_dir>/spawrious224/{0,1}/{location}/{breed}/``.
 
 y = breed (bulldog, corgi, dachshund, labrador), s = location (desert, jungle, dirt, mountain,
 snow, beach), g = 6·y + s.  Environments follow DomainBed's ``SpawriousBenchmark``:
-SC_group_1 (e = 0), SC_group_2 (e = 1) and Test (e = 2), built from the table of §2.5 with
+SC_group_1 (e = 0), SC_group_2 (e = 1) and Test (e = 2), built from the table of METHODS §D.5 with
 T = ``per_folder`` images per folder (3,168 in the release; smaller for test fixtures):
 
 - O2O: SC_group_1 takes, per breed, ⌊0.97T⌋ images of ``0/{core}`` and T − ⌊0.97T⌋ of
@@ -13,8 +14,8 @@ T = ``per_folder`` images per folder (3,168 in the release; smaller for test fix
 
 Files are taken in sorted order (the reference code's ``os.listdir`` order depends on the file
 system).  Splits: ``train`` = 80 % of each SC group, ``val`` = the other 20 % (DomainBed's
-holdout), ``test`` = all of Test (SPEC §2.5 and the official code evaluate on the whole test
-environment; DomainBed would report its 80 % in-part).  The holdout is DomainBed's
+holdout), ``test`` = all of Test (the paper and the official code evaluate on the whole test
+environment; DomainBed would report its 80 % in-part; METHODS §C.36).  The holdout is DomainBed's
 ``misc.split_dataset(env, int(len(env)·0.2), seed_hash(trial_seed, env_i))`` with DomainBed's
 environment index env_i (Test = 0, SC_group_1 = 1, SC_group_2 = 2) and our ``data_seed`` as its
 trial seed: with the same file order, ``data_seed`` s gives DomainBed's in/out split of
@@ -52,7 +53,7 @@ TEST_ENV = 2
 #: DomainBed's indices of SC_group_1 and SC_group_2 (ENVIRONMENTS = ["Test", "SC_group_1", ...])
 DOMAINBED_ENV_IDS = (1, 2)
 
-# §2.5, one string per breed in the table's order: "train location(s)>test location(s)".
+# METHODS §D.5, one string per breed in the table's order: "train location(s)>test location(s)".
 TABLE_BREEDS = ("bulldog", "dachshund", "labrador", "corgi")
 TABLE = {  # challenge: (bulldog, dachshund, labrador, corgi, filler)
     "o2o_easy": ("desert>dirt", "jungle>snow", "dirt>desert", "snow>jungle", "beach"),

@@ -1,4 +1,4 @@
-"""Waterbirds (SPEC §2.4) in the WILDS ``waterbirds_v1.0`` layout under ``<data_dir>``.
+"""Waterbirds (docs/METHODS.md §D.4) in the WILDS ``waterbirds_v1.0`` layout under ``<data_dir>``.
 
 ``<data_dir>/waterbirds_v1.0/metadata.csv`` (img_id, img_filename, y, split, place,
 place_filename) lists every image by its path relative to that folder.  y: 1 = waterbird;
@@ -12,7 +12,7 @@ None: the official val split is balanced within each class, not drawn like the t
 
 ``variant="standard"``: the official split column, train / val / test.
 
-``variant="ex2l_envs"`` (eX2L App. B.6; SPEC §8.3's recommended default): two environments with
+``variant="ex2l_envs"`` (eX2L App. B.6; METHODS §D.4, §C.29): two environments with
 App. B.6's group proportions, drawn from the official train + val images only (pool g0..g3 =
 3965 / 650 / 189 / 1190); ``test`` = the official test split (2255 / 2255 / 642 / 642, place
 independent of y in each class: the minority groups "balanced out again"), never seen in training
@@ -28,7 +28,7 @@ stay unused).  Which images of a group go to env 0 / env 1 is a permutation seed
 (data_seed, group).  Each environment is then split 80/20 by DomainBed's holdout: ``train`` =
 the 80 % parts (1064 + 1063, e = env), ``val`` = the pooled 20 % parts (265 + 265), the
 training-domain selection split.  Equal environment sizes are our choice (App. B.6 gives
-proportions only; SPEC §8.3: "about 1.3k images per environment").
+proportions only; METHODS §D.4: roughly 1.3k images per environment).
 
 Transforms: eval = resize to (size·256/224)², center crop ``image_size``, ImageNet normalisation
 [GDRO]; with ``augment`` the training stream uses RandomResizedCrop(scale (0.7, 1), ratio
@@ -111,7 +111,7 @@ def read_metadata(data_dir: Path) -> tuple[ImageRows, Tensor]:
 def ex2l_group_counts(pool: Sequence[int],
                       proportions: Sequence[Sequence[float]] = EX2L_PROPORTIONS) -> list[list[int]]:
     """Per environment, per group: round(p_g·N) images (half up), with N the largest size at
-    which all environments together fit the ``pool`` counts of every group (SPEC §8.3)."""
+    which all environments together fit the ``pool`` counts of every group (METHODS §D.4)."""
     def counts(n: int) -> list[list[int]]:
         return [[math.floor(p * n + 0.5) for p in env] for env in proportions]
 

@@ -1,4 +1,4 @@
-"""Metrics (SPEC §1.1): accuracy, per-group accuracy, AA, WGA, training-group-weighted accuracy.
+"""Metrics (docs/METHODS.md §P.3): accuracy, per-group accuracy, AA, WGA and acc_adj.
 
 What a checkpoint evaluates (issue 15): the splits the collector reads (the dataset's val,
 oracle, ID and OOD splits: ``collect.reader.role_split``, which every selection method and table

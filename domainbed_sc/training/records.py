@@ -98,8 +98,8 @@ class Record:
     wall_time: float
     device: str
     extra: dict[str, Any] = field(default_factory=dict)
-    # multi-stage methods (SPEC §8.1): the stage this checkpoint evaluates, of how many; only
-    # final-stage checkpoints (stage == num_stages) are candidates for model selection
+    # multi-stage methods (docs/METHODS.md §P.4): the stage this checkpoint evaluates, of how many;
+    # only final-stage checkpoints (stage == num_stages) are candidates for model selection
     stage: int = 1
     num_stages: int = 1
 

@@ -1,4 +1,4 @@
-"""Training samplers (SPEC §1.3): which example indices make up the minibatch of each step.
+"""Training samplers (docs/METHODS.md §P.5): which example indices make each step's minibatch.
 
 Every sampler is a pure function of (seed, step, weights): ``indices(step)`` recomputes what it
 needs from a generator seeded by the step or epoch.  So a resumed run draws exactly the batches

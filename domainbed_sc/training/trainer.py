@@ -54,8 +54,8 @@ class RunOptions:
 @dataclass
 class Schedule:
     """How long epochs are and when the run ends.  A stage switch may change both (JTT's
-    upsampled stage 2, SPEC §8.2): from ``origin_step`` on, an epoch is ``steps_per_epoch`` steps
-    and the first one is epoch ``origin_epoch``."""
+    upsampled stage 2, docs/METHODS.md §A.5): from ``origin_step`` on, an epoch is
+    ``steps_per_epoch`` steps and the first one is epoch ``origin_epoch``."""
 
     steps_per_epoch: int
     total: int

@@ -260,7 +260,7 @@ class Run:
         if "schedule" in state:  # older checkpoints: the schedule never changed
             self.schedule = Schedule(**state["schedule"])
         truncate_records(self.out_dir / RESULTS, self.step)
-        logging.getLogger(__name__).info("resumed from step %d", self.step)
+        log.info("resumed from step %d", self.step)
 
     # -- the loop ------------------------------------------------------------------------
     def epoch_hook(self, final: bool) -> None:

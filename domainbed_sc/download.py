@@ -1,26 +1,24 @@
-"""Fetch, verify and extract the real data sets into a data dir (``domainbed-sc download``).
+"""Fetch, verify and extract archives: the mechanism behind ``domainbed-sc download``.
 
-Archives are fetched with urllib into ``<name>.part``; a later call resumes a partial file with
-an HTTP Range request (and starts over where the server ignores it).  A download is complete when
-its size equals the size the server announced and, where a digest is published, its checksum
-matches; only then is it renamed to ``<name>``.  No digest is published for the Waterbirds and
-Spawrious archives, so for those the size check and the gzip CRC checked during extraction are
-what guard against a bad transfer.  Extraction uses tarfile's ``data`` filter (no absolute paths,
-no escaping the target) and the archive is deleted afterwards.  MNIST, FashionMNIST and CIFAR-10
-go through torchvision's own ``download=True`` path, which checks its MD5s.
+What to fetch is declared by the datasets themselves (``GroupDataset.files``, datasets/files.py);
+this module only moves bytes.  Archives are fetched with urllib into ``<name>.part``; a later call
+resumes a partial file with an HTTP Range request (and starts over where the server ignores it).
+A download is complete when its size equals the size the server announced and, where a digest
+is published, its checksum matches; only then is it renamed to ``<name>``.  Extraction uses
+tarfile's ``data`` filter (no absolute paths, no escaping the target).
+
+A mirror (``--mirror`` / ``$DOMAINBED_SC_MIRROR``, an http(s):// or file:// base URL) replaces
+every archive's URL by ``<mirror>/<its path in the data dir>``; the published checksums still
+apply.
 
 Every network failure becomes one ``UserError`` line, after at most ``timeout`` seconds of
 silence from the server.
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import io
 import re
-import shutil
-import socket
 import tarfile
 import urllib.error
 import urllib.request
@@ -37,6 +35,7 @@ from .errors import UserError
 DEFAULT_TIMEOUT = 15.0
 CHUNK = 1 << 20
 USER_AGENT = "domainbed-sc"
+MIRROR_ENV = "DOMAINBED_SC_MIRROR"
 
 
 @dataclass(frozen=True)
@@ -46,34 +45,16 @@ class Archive:
     checksum: str | None = None  # "sha256:<hex>" or "md5:<hex>"; None where none is published
 
 
-# docs/METHODS.md §D.4: the WILDS v1.0 bundle (its files at the top level), then GroupDRO's original
-# tarball (one folder waterbird_complete95_forest2water2/ with the same metadata.csv and images).
-WATERBIRDS = (
-    Archive("https://worksheets.codalab.org/rest/bundles/0x505056d5cdea4e4eaa0e242cbfe2daa4/"
-            "contents/blob/", "waterbirds_v1.0.tar.gz"),
-    Archive("https://nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2.tar.gz",
-            "waterbird_complete95_forest2water2.tar.gz"),
-)
-WATERBIRDS_DIR = "waterbirds_v1.0"
-
-
-def _dropbox(key: str, filename: str) -> Archive:
-    return Archive(f"https://www.dropbox.com/s/{key}/{filename}?dl=1", filename)
-
-
-# METHODS §D.5: every archive holds spawrious224/...; the whole dataset serves every challenge.
-SPAWRIOUS = {
-    "spawrious": (_dropbox("e40j553480h3f3s", "spawrious224.tar.gz"),
-                  _dropbox("hofkueo8qvaqlp3", "spawrious224__entire_dataset.tar.gz")),
-    "spawrious_o2o_easy": (_dropbox("kwhiv60ihxe3owy", "spawrious224__o2o_easy.tar.gz"),),
-    "spawrious_o2o_medium": (_dropbox("x03gkhdwar5kht4", "spawrious224__o2o_medium.tar.gz"),),
-    "spawrious_o2o_hard": (_dropbox("p1ry121m2gjj158", "spawrious224__o2o_hard.tar.gz"),),
-}
-SPAWRIOUS_DIR = "spawrious224"
-
-TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-TARGETS = ("waterbirds", *SPAWRIOUS, *TORCHVISION)
-ALL = ("waterbirds", "spawrious", "mnist", "fashion_mnist", "cifar10")
+def mirrored(archives: tuple[Archive, ...], mirror: str | None,
+             under: str = "") -> tuple[Archive, ...]:
+    """``archives`` fetched from a mirror instead: one that holds every archive at the path it
+    gets in the data dir (``under`` + file name), same names and checksums; so a copy of a data
+    dir serves as a mirror."""
+    if not mirror:
+        return archives
+    base = mirror.rstrip("/")
+    return tuple(dict.fromkeys(Archive(f"{base}/{under}{a.filename}", a.filename, a.checksum)
+                               for a in archives))
 
 
 # -- fetching ---------------------------------------------------------------------------------
@@ -205,7 +186,7 @@ def extract(archive: Path, into: Path, progress: bool = True) -> None:
                         "run the command again") from None
 
 
-def _dir_with(root: Path, name: str) -> Path:
+def dir_with(root: Path, name: str) -> Path:
     """``root`` or its single subfolder, whichever holds ``name`` (archives differ in nesting)."""
     if (root / name).exists():
         return root
@@ -213,75 +194,3 @@ def _dir_with(root: Path, name: str) -> Path:
     if len(subdirs) == 1 and (subdirs[0] / name).exists():
         return subdirs[0]
     raise UserError(f"the extracted archive in {root} holds no {name}")
-
-
-# -- targets ----------------------------------------------------------------------------------
-def download_waterbirds(data_dir: Path, timeout: float, progress: bool) -> None:
-    final = data_dir / WATERBIRDS_DIR
-    if (final / "metadata.csv").exists():
-        print(f"waterbirds: already in {final}")
-        return
-    archive = fetch_first(WATERBIRDS, data_dir, timeout, progress)
-    staging = data_dir / f".{WATERBIRDS_DIR}.extracting"
-    shutil.rmtree(staging, ignore_errors=True)
-    extract(archive, staging, progress)
-    shutil.rmtree(final, ignore_errors=True)  # a folder without metadata.csv is a broken leftover
-    _dir_with(staging, "metadata.csv").replace(final)
-    shutil.rmtree(staging, ignore_errors=True)
-    archive.unlink()
-    print(f"waterbirds: ready in {final}")
-
-
-def download_spawrious(name: str, data_dir: Path, timeout: float, progress: bool) -> None:
-    root = data_dir / SPAWRIOUS_DIR
-    done = [root / f".complete-{n}" for n in (name, "spawrious")]
-    if any(marker.exists() for marker in done):
-        print(f"{name}: already in {root}")
-        return
-    archive = fetch_first(SPAWRIOUS[name], data_dir, timeout, progress)
-    extract(archive, data_dir, progress)
-    if not root.is_dir():
-        raise UserError(f"{archive.name} did not contain {SPAWRIOUS_DIR}/")
-    done[0].touch()  # written last: an interrupted extraction is redone
-    archive.unlink()
-    print(f"{name}: ready in {root}")
-
-
-def download_torchvision(name: str, data_dir: Path, timeout: float) -> None:
-    from torchvision import datasets
-
-    cls_name = TORCHVISION[name]
-    if name == "cifar10" and (data_dir / "cifar10.npz").exists():
-        print(f"cifar10: already in {data_dir / 'cifar10.npz'}")
-        return
-    log = io.StringIO()
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # torchvision opens its URLs without a timeout
-    try:
-        with contextlib.redirect_stdout(log):  # torchvision prints every failed mirror
-            getattr(datasets, cls_name)(root=str(data_dir), download=True)
-    except (RuntimeError, OSError, urllib.error.URLError) as exc:
-        reasons = re.findall(r"<urlopen error (.*?)>", f"{log.getvalue()} {exc}")
-        reason = reasons[-1] if reasons else " ".join(str(exc).split())
-        raise UserError(f"cannot download {cls_name} through torchvision ({reason}; "
-                        f"timeout {timeout:g}s); check the network") from None
-    finally:
-        socket.setdefaulttimeout(previous)
-    print(f"{name}: ready in {data_dir}")
-
-
-def download(targets: list[str], data_dir: Path, timeout: float = DEFAULT_TIMEOUT,
-             progress: bool = True) -> None:
-    names = [n for t in targets for n in (ALL if t == "all" else (t,))]
-    unknown = sorted(set(names) - set(TARGETS))
-    if unknown:
-        raise UserError(f"unknown download target(s) {', '.join(unknown)}; "
-                        f"known: {', '.join(TARGETS)}, all")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for name in dict.fromkeys(names):
-        if name == "waterbirds":
-            download_waterbirds(data_dir, timeout, progress)
-        elif name in SPAWRIOUS:
-            download_spawrious(name, data_dir, timeout, progress)
-        else:
-            download_torchvision(name, data_dir, timeout)

@@ -22,7 +22,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from domainbed_sc import cli, download
-from domainbed_sc.datasets import images, load_dataset
+from domainbed_sc.datasets import files, images, load_dataset
 from domainbed_sc.datasets.sources import resolve_data_dir
 from domainbed_sc.datasets.spawrious import BREEDS, LOCATIONS, environments
 from domainbed_sc.datasets.waterbirds import ex2l_group_counts
@@ -544,41 +544,41 @@ def test_unreachable_servers_fail_fast_in_one_line(tmp_path):
     assert "\n" not in str(refused.value) + str(timed_out.value)
 
 
-def test_cli_download_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
-    url = f"http://127.0.0.1:{_closed_port()}/wb.tar.gz"
-    monkeypatch.setattr(download, "WATERBIRDS", (download.Archive(url, "wb.tar.gz"),))
-    assert cli.main(["download", "waterbirds", "--data-dir", str(tmp_path), "--timeout", "1"]) == 2
+def test_cli_download_exits_2_with_one_line(tmp_path, capsys):
+    mirror = f"http://127.0.0.1:{_closed_port()}"
+    assert cli.main(["download", "spawrious_o2o_easy", "--data-dir", str(tmp_path), "--timeout",
+                     "1", "--mirror", mirror, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("domainbed-sc: error: cannot download") and err.count("\n") == 1
+    assert "copy spawrious224/" in err and str(tmp_path) in err
 
 
-def test_download_waterbirds_from_a_mirror_in_either_archive_layout(wb_dir, tmp_path, monkeypatch):
+def test_download_waterbirds_from_a_mirror_in_either_archive_layout(wb_dir, tmp_path):
     src = wb_dir / "waterbirds_v1.0"
     flat = tar_gz({p.name: p for p in src.iterdir()})  # the WILDS bundle: files at the top
     nested = tar_gz({"waterbird_complete95_forest2water2": src})  # GroupDRO's tarball
-    for blob, name in ((flat, "flat"), (nested, "nested")):
+    # the mirror serves one archive: the other file name answers 404 and the next one is used
+    for path, blob, name in (("/waterbirds_v1.0.tar.gz", flat, "flat"),
+                             ("/waterbird_complete95_forest2water2.tar.gz", nested, "nested")):
         data_dir = tmp_path / name
-        with serve({"/wb.tar.gz": blob}) as srv:
-            monkeypatch.setattr(download, "WATERBIRDS", (
-                download.Archive(f"{srv.url}/gone", "first.tar.gz"),  # 404: the next mirror is used
-                download.Archive(f"{srv.url}/wb.tar.gz", "second.tar.gz")))
-            download.download(["waterbirds"], data_dir, timeout=5, progress=False)
+        with serve({path: blob}) as srv:
+            files.ensure(files.resolve(["waterbirds"]), data_dir,
+                         files.How(timeout=5, progress=False, mirror=srv.url))
         ds = load_dataset("waterbirds", WB, 0, data_dir)
         assert {k: len(v) for k, v in ds.splits.items()} == {"train": 18, "val": 12, "test": 12}
         assert sorted(p.name for p in data_dir.iterdir()) == ["waterbirds_v1.0"]  # archive removed
 
 
-def test_download_spawrious_extracts_the_release_folder(sp_dir, tmp_path, monkeypatch):
+def test_download_spawrious_extracts_the_release_folder(sp_dir, tmp_path):
     blob = tar_gz({"spawrious224": sp_dir / "spawrious224"})
-    with serve({"/sp.tar.gz": blob}) as srv:
-        monkeypatch.setitem(download.SPAWRIOUS, "spawrious_o2o_easy",
-                            (download.Archive(f"{srv.url}/sp.tar.gz", "sp.tar.gz"),))
-        download.download(["spawrious_o2o_easy"], tmp_path, timeout=5, progress=False)
-        download.download(["spawrious_o2o_easy"], tmp_path, timeout=5, progress=False)
+    with serve({"/spawrious224__o2o_easy.tar.gz": blob}) as srv:
+        how = files.How(timeout=5, progress=False, mirror=srv.url)
+        files.ensure(files.resolve(["spawrious_o2o_easy"]), tmp_path, how)
+        files.ensure(files.resolve(["spawrious_o2o_easy"]), tmp_path, how)
     assert len(srv.requests) == 1  # the second call found it complete
     assert (tmp_path / "spawrious224" / ".complete-spawrious_o2o_easy").exists()
     ds = load_dataset("spawrious", SP, 0, tmp_path)
-    assert len(ds.splits["test"]) == 80 and not (tmp_path / "sp.tar.gz").exists()
+    assert len(ds.splits["test"]) == 80 and not (tmp_path / "spawrious224__o2o_easy.tar.gz").exists()
 
 
 def test_extract_refuses_unsafe_and_corrupt_archives(tmp_path):

@@ -1,4 +1,6 @@
-"""Dataset registry.  Adding a dataset: one module in this package with a ``@register_dataset`` class."""
+"""Dataset registry.  Adding a dataset: one module in this package with a ``@register_dataset``
+class that declares the files it reads (``files``, files.py); generated tensor datasets subclass
+``CachedTensorDataset`` (cached.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +20,7 @@ def load_dataset(name: str, args: dict[str, Any] | None, data_seed: int,
 
 
 # Importing every module of this package registers its datasets.
-import_all(__name__, __path__, skip=("base", "sources"))
+import_all(__name__, __path__, skip=("base", "cached", "files", "sources"))
 
 __all__ = ["DATASETS", "LABELS", "Batch", "DatasetArgs", "GroupDataset", "Split", "TensorSplit",
            "load_dataset", "register_dataset"]

@@ -10,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator
 
 import torch
 from torch import Tensor
 
 from ..checks import Check, Spec, check_mapping, check_value
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .files import DataFiles
 
 #: The optional training-time labels an algorithm may require (docs/METHODS.md §A.0).
 LABELS = ("s", "g", "e")
@@ -161,6 +164,8 @@ class GroupDataset:
     ``ood_split`` name the in- and out-of-distribution test splits (None where not defined);
     ``val_split`` is the model-selection split (None where the protocol has none);
     ``oracle_split`` a held-out part of the test distribution (DomainBed's oracle selection).
+    ``files`` declares what the dataset reads from the data dir and where to download it
+    (files.py); generated tensor datasets subclass ``CachedTensorDataset`` (cached.py).
     """
 
     name: ClassVar[str]
@@ -176,6 +181,13 @@ class GroupDataset:
     small_images: ClassVar[bool] = True
     #: default backbone (a name in networks.FEATURIZERS) and other per-dataset hparam defaults
     default_hparams: ClassVar[dict[str, Any]] = {}
+    #: every file set the dataset can read, each a ``domainbed-sc download`` target by its name
+    files: ClassVar[tuple[DataFiles, ...]] = ()
+
+    @classmethod
+    def files_for(cls, args: DatasetArgs) -> tuple[DataFiles, ...]:
+        """The file sets these arguments read (the data step of setup fetches just these)."""
+        return cls.files
 
     @classmethod
     def parse_args(cls, values: Any) -> DatasetArgs:

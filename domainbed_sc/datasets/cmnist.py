@@ -34,17 +34,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..cache import cached_tensors
 from . import register_dataset, sources
 from ..checks import between, one_of
-from .base import DatasetArgs, GroupDataset, TensorSplit, arg
+from .base import DatasetArgs, arg
+from .cached import CachedTensorDataset
 from .holdout import domainbed_holdout
 
 ENV_P = (0.1, 0.2, 0.9)  # DomainBed's environments "+90%", "+80%", "-90%"
 LABEL_NOISE = 0.25
 CHROMA_P_IN, CHROMA_P_OUT = 0.1, 0.9
 VARIANTS = ("domainbed", "chroma")
-VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def generate_chroma(data_dir: Path, args: CMNISTArgs, seed: int) -> dict[str, di
 
 
 @register_dataset("cmnist")
-class CMNIST(GroupDataset):
+class CMNIST(CachedTensorDataset):
     Args = CMNISTArgs
     num_classes = 2
     input_shape = (2, 28, 28)
@@ -137,21 +136,19 @@ class CMNIST(GroupDataset):
     id_split = "val"
     ood_split = "test"
     default_hparams = {"arch": "mnist_cnn"}
+    files = (sources.MNIST,)
+    #: the original MNIST digit of every example, per split, for checking the label noise
+    digit: dict[str, Tensor]
 
     @classmethod
     def provides_for(cls, args: CMNISTArgs) -> frozenset[str]:
         return frozenset({"s", "g"}) if args.variant == "chroma" else cls.provides
 
-    def __init__(self, data_dir, args: CMNISTArgs, data_seed: int):
-        super().__init__(data_dir, args, data_seed)
+    def configure(self) -> None:
         self.num_attributes = 2
-        if args.variant == "chroma":  # one environment, D_in / D_out tests (per instance)
+        if self.args.variant == "chroma":  # one environment, D_in / D_out tests (per instance)
             self.oracle_split, self.id_split, self.ood_split = None, "test_in", "test_out"
-        build = generate_chroma if args.variant == "chroma" else generate_domainbed
-        key = {**args.as_dict(), "data_seed": int(data_seed), "version": VERSION}
-        data = cached_tensors(sources.cache_dir(self.data_dir), "cmnist", key,
-                              lambda: build(self.data_dir, args, int(data_seed)))
-        self.splits = {name: TensorSplit(d["x"], d["y"], d["s"], d.get("e"), num_attributes=2)
-                       for name, d in data.items()}
-        # the original MNIST digit of every example, for checking the label noise
-        self.digit: dict[str, Tensor] = {name: d["digit"] for name, d in data.items()}
+
+    def generate(self) -> dict[str, dict]:
+        build = generate_chroma if self.args.variant == "chroma" else generate_domainbed
+        return build(self.data_dir, self.args, self.data_seed)

@@ -41,17 +41,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..cache import cached_tensors
 from . import register_dataset, sources
 from ..checks import between
-from .base import DatasetArgs, GroupDataset, TensorSplit, arg
+from .base import DatasetArgs, arg
+from .cached import CachedTensorDataset
 
 NUM_CLASSES = 10
 CIFAR_POOL = 60_000
 # the OOD pool must still hold one distinct background per MNIST-test sample (8,920)
 MAX_BACKGROUNDS = (CIFAR_POOL - 8_920) // NUM_CLASSES
-#: bumped whenever generation changes, so stale cache entries are never reused
-VERSION = 1
 # independent random streams, one per purpose
 _BALANCE_TRAIN, _BALANCE_TEST, _BACKGROUNDS, _DEAL_TRAIN, _DEAL_TEST, _OOD = range(6)
 
@@ -146,7 +144,7 @@ def generate(data_dir: Path, args: MnistCifarArgs, data_seed: int) -> dict[str, 
 
 
 @register_dataset("mnist_cifar")
-class MnistCifar(GroupDataset):
+class MnistCifar(CachedTensorDataset):
     Args = MnistCifarArgs
     num_classes = NUM_CLASSES
     input_shape = (3, 32, 32)
@@ -155,21 +153,18 @@ class MnistCifar(GroupDataset):
     id_split = "test_id"
     ood_split = "test_ood"
     default_hparams = {"arch": "lenet5"}
+    files = (sources.MNIST, sources.CIFAR10)
+    #: the module docstring's background sets [10, N], and per split the global CIFAR id of
+    #: every background and the MNIST index of every digit
+    bg_sets: Tensor
+    bg_id: dict[str, Tensor]
+    mnist_idx: dict[str, Tensor]
 
-    def __init__(self, data_dir, args: MnistCifarArgs, data_seed: int):
-        super().__init__(data_dir, args, data_seed)
-        self.num_attributes = NUM_CLASSES * args.n_backgrounds
-        key = {**args.as_dict(), "data_seed": int(data_seed), "version": VERSION}
-        data = cached_tensors(sources.cache_dir(self.data_dir), "mnist_cifar", key,
-                              lambda: generate(self.data_dir, args, int(data_seed)))
-        self.bg_sets: Tensor = data["bg_sets"]
-        self.bg_id: dict[str, Tensor] = {}
-        self.mnist_idx: dict[str, Tensor] = {}
-        for name in ("train", "test_id", "test_ood"):
-            d = data[name]
-            self.splits[name] = TensorSplit(d["x"], d["y"], d["s"],
-                                            num_attributes=self.num_attributes)
-            self.bg_id[name], self.mnist_idx[name] = d["bg_id"], d["mnist_idx"]
+    def configure(self) -> None:
+        self.num_attributes = NUM_CLASSES * self.args.n_backgrounds
+
+    def generate(self) -> dict[str, Any]:
+        return generate(self.data_dir, self.args, self.data_seed)
 
 
 def generate_many(data_dir: Path, data_seed: int, n_values: list[int],

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..cache import cached_tensors
 from . import register_dataset, sources
 from ..checks import one_of
-from .base import DatasetArgs, GroupDataset, TensorSplit, arg
+from .base import DatasetArgs, arg
+from .cached import CachedTensorDataset
 
 #: class colours of the LBB coloured MNIST, RGB in 0..255 (METHODS §D.2; from the authors'
 #: repository liris-tduboudin/Look-Beyond-Bias)
@@ -40,7 +40,6 @@ COLOURS = torch.tensor([
 #: the test colour: the mean of the class colours, exactly 127.3 per channel
 GREY = COLOURS.mean(0)
 GREY_ID = 10
-VERSION = 1
 _CHUNK = 10_000  # samples per colourisation step, bounds the float temporary to ~100 MB
 
 
@@ -73,7 +72,7 @@ def generate(data_dir: Path, args: MnistMPArgs) -> dict[str, dict[str, Tensor]]:
 
 
 @register_dataset("mnist_mp")
-class MnistMP(GroupDataset):
+class MnistMP(CachedTensorDataset):
     Args = MnistMPArgs
     num_classes = 10
     input_shape = (3, 28, 28)
@@ -82,13 +81,12 @@ class MnistMP(GroupDataset):
     id_split = "val"
     ood_split = "test"
     default_hparams = {"arch": "rcl_cnn"}
+    files = (sources.MNIST,)
+    seeded = False  # module docstring: one cache entry for all seeds
 
-    def __init__(self, data_dir, args: MnistMPArgs, data_seed: int):
-        super().__init__(data_dir, args, data_seed)
-        self.input_shape = (3, args.resolution, args.resolution)
+    def configure(self) -> None:
+        self.input_shape = (3, self.args.resolution, self.args.resolution)
         self.num_attributes = GREY_ID + 1
-        key = {**args.as_dict(), "version": VERSION}
-        data = cached_tensors(sources.cache_dir(self.data_dir), "mnist_mp", key,
-                              lambda: generate(self.data_dir, args))
-        self.splits = {name: TensorSplit(d["x"], d["y"], d["s"], num_attributes=self.num_attributes)
-                       for name, d in data.items()}
+
+    def generate(self) -> dict[str, dict[str, Tensor]]:
+        return generate(self.data_dir, self.args)

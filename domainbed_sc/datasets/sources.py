@@ -4,6 +4,8 @@ MNIST and FashionMNIST go through torchvision's normal ``download=True`` path: w
 archives in ``<data_dir>/<Name>/raw`` it verifies and extracts them without any network.
 CIFAR-10 is read from torchvision's own files when they exist, else from ``cifar10.npz``
 (keys x_train, y_train, x_test, y_test; uint8 NHWC), decoded once and cached as tensors.
+``RAW`` declares these files for ``domainbed-sc download`` (files.py); datasets built on them
+list the ones they read in their ``files``.
 """
 from __future__ import annotations
 
@@ -16,10 +18,22 @@ from torch import Tensor
 
 from ..cache import cached_tensors
 from ..errors import UserError
+from .files import TorchvisionArchive, TorchvisionRaw
 
 DATA_ENV = "DOMAINBED_SC_DATA"
 HOW_TO_GET = ("copy the shared data folder there, set --data-dir / ${env}, "
               "or run `domainbed-sc download {what} --data-dir {dir}`")
+
+
+MNIST = TorchvisionRaw("mnist", "MNIST/raw/ (torchvision's 4 MNIST .gz archives)", cls_name="MNIST")
+FASHION_MNIST = TorchvisionRaw("fashion_mnist", "FashionMNIST/raw/ (torchvision's 4 .gz archives)",
+                               cls_name="FashionMNIST")
+#: torchvision's cifar-10-python.tar.gz (MD5 c58f30108f718f92721af3b95e74349a) unpacks to
+#: cifar-10-batches-py/; the shared data folder's cifar10.npz holds the same images
+CIFAR10 = TorchvisionArchive("cifar10", "cifar10.npz (or torchvision's cifar-10-batches-py/)",
+                             folder="cifar-10-batches-py", alternatives=("cifar10.npz",),
+                             cls_name="CIFAR10")
+RAW = (MNIST, FASHION_MNIST, CIFAR10)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -37,16 +51,15 @@ def cache_dir(data_dir: Path) -> Path:
     return data_dir / "cache"
 
 
-def _torchvision_mnist(cls_name: str, download_name: str, data_dir: Path,
-                       train: bool) -> tuple[Tensor, Tensor]:
+def _torchvision_mnist(files: TorchvisionRaw, data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
     from torchvision import datasets
 
+    cls_name, download_name = files.cls_name, files.name
     raw = data_dir / cls_name / "raw"
     cls = getattr(datasets, cls_name)
-    needed = [raw / url.rsplit("/", 1)[-1] for url, _ in cls.resources]
-    extracted = [p.with_suffix("") for p in needed]
-    if not all(p.exists() or q.exists() for p, q in zip(needed, extracted)):
+    if files.entries(data_dir) is None:
         raise missing_data(cls_name, raw, data_dir, download_name)
+    extracted = [p.with_suffix("") for p in files.raw_files(data_dir)]
     fix = f"run `domainbed-sc download {download_name} --data-dir {data_dir}`"
     if not all(q.exists() for q in extracted):
         _check_archives(cls, raw, cls_name, fix)
@@ -75,11 +88,11 @@ def _check_archives(cls, raw: Path, cls_name: str, fix: str) -> None:
 
 def mnist(data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
     """(images uint8 [N, 28, 28], labels int64 [N])."""
-    return _torchvision_mnist("MNIST", "mnist", data_dir, train)
+    return _torchvision_mnist(MNIST, data_dir, train)
 
 
 def fashion_mnist(data_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
-    return _torchvision_mnist("FashionMNIST", "fashion_mnist", data_dir, train)
+    return _torchvision_mnist(FASHION_MNIST, data_dir, train)
 
 
 def _read_cifar10(data_dir: Path) -> dict[str, Tensor]:

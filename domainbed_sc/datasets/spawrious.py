@@ -35,10 +35,12 @@ from pathlib import Path
 
 import torch
 
+from ..download import Archive
 from ..errors import UserError
 from . import register_dataset
 from ..checks import non_negative, one_of, positive
 from .base import DatasetArgs, GroupDataset, arg
+from .files import DataFiles, Unpacked
 from .images import (ImageRows, ImageSplit, ImageTransforms, holdout_envs, resolve_workers,
                      to_normalized_tensor)
 from .sources import missing_data
@@ -52,6 +54,26 @@ HOLDOUT = 0.2
 TEST_ENV = 2
 #: DomainBed's indices of SC_group_1 and SC_group_2 (ENVIRONMENTS = ["Test", "SC_group_1", ...])
 DOMAINBED_ENV_IDS = (1, 2)
+
+
+def _dropbox(key: str, filename: str) -> Archive:
+    return Archive(f"https://www.dropbox.com/s/{key}/{filename}?dl=1", filename)
+
+
+def _package(name: str, *archives: Archive, part_of: str | None = "spawrious") -> Unpacked:
+    """Release archives (mirrors of one package) that unpack into spawrious224/; no checksums
+    are published, so the size and the gzip CRC guard the transfer."""
+    return Unpacked(name, f"{FOLDER}/{{0,1}}/{{location}}/{{breed}}/", folder=FOLDER,
+                    archives=archives, part_of=part_of)
+
+
+# METHODS §D.5: the whole dataset serves every challenge; an O2O challenge also has its own package
+WHOLE = _package("spawrious", _dropbox("e40j553480h3f3s", "spawrious224.tar.gz"),
+                 _dropbox("hofkueo8qvaqlp3", "spawrious224__entire_dataset.tar.gz"), part_of=None)
+PACKAGES = {c: _package(f"spawrious_{c}", _dropbox(key, f"spawrious224__{c}.tar.gz"))
+            for c, key in (("o2o_easy", "kwhiv60ihxe3owy"), ("o2o_medium", "x03gkhdwar5kht4"),
+                           ("o2o_hard", "p1ry121m2gjj158"))}
+
 
 # METHODS §D.5, one string per breed in the table's order: "train location(s)>test location(s)".
 TABLE_BREEDS = ("bulldog", "dachshund", "labrador", "corgi")
@@ -139,6 +161,12 @@ class Spawrious(GroupDataset):
     ood_split = "test"
     small_images = False
     default_hparams = {"arch": "resnet50"}
+    files = (WHOLE, *PACKAGES.values())
+
+    @classmethod
+    def files_for(cls, args: SpawriousArgs) -> tuple[DataFiles, ...]:
+        """An O2O challenge's own package (the whole dataset counts too); M2M needs the whole."""
+        return (PACKAGES.get(args.challenge, WHOLE),)
 
     def __init__(self, data_dir, args: SpawriousArgs, data_seed: int):
         super().__init__(data_dir, args, data_seed)

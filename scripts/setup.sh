@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install domainbed_sc into ./.venv and put the real MNIST / FashionMNIST / CIFAR-10 files into
-# the suite's data dir ($DOMAINBED_SC_DATA, default ./data), copied from $DOMAINBED_SC_SHARED
-# (default ../shared/data). Idempotent: a second call only checks.
+# Install domainbed_sc into ./.venv and put the real MNIST / FashionMNIST / CIFAR-10 files (and
+# whatever else the quickstart sweep reads) into the suite's data dir ($DOMAINBED_SC_DATA,
+# default ./data): copied from $DOMAINBED_SC_SHARED (default ../shared/data) where that folder
+# holds them, else downloaded through the published, checksum-verified URLs ($DOMAINBED_SC_MIRROR
+# replaces them). Idempotent: a second call only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,12 +17,7 @@ python -m pip install -q -e ".[test]"
 
 DATA=${DOMAINBED_SC_DATA:-$PWD/data}
 SHARED=${DOMAINBED_SC_SHARED:-$PWD/../shared/data}
-mkdir -p "$DATA"
-if [ -d "$SHARED" ]; then
-    for item in MNIST FashionMNIST cifar10.npz; do
-        [ -e "$DATA/$item" ] || cp -r "$SHARED/$item" "$DATA/"
-    done
-else
-    echo "setup: no shared data at $SHARED; get it with: .venv/bin/domainbed-sc download all --data-dir $DATA" >&2
-fi
+# the data step (domainbed_sc/datasets/files.py): one line saying what to copy where if it fails
+.venv/bin/domainbed-sc download --data-dir "$DATA" --local-copy "$SHARED" \
+    --for sweeps/quickstart.yaml mnist fashion_mnist cifar10
 echo "setup: ready (venv .venv, data dir $DATA)" >&2

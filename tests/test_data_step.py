@@ -194,3 +194,11 @@ def test_targets_come_from_the_registry(tmp_path, capsys):
         files.ensure(files.resolve(["with_files_for_test"]), tmp_path, files.How(progress=False))
     assert "my_files" not in files.targets()
     assert capsys.readouterr().out.startswith("my_files: already in")
+
+
+@pytest.mark.real_data
+def test_the_real_data_dir_has_the_declared_layout(real_data_dir):
+    """The shared folder setup copies from (and a data dir made from it) holds every raw file
+    set where its declaration looks: nothing there would be downloaded again."""
+    for f in sources.RAW:
+        assert f.entries(real_data_dir) is not None, f.name

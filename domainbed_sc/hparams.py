@@ -29,24 +29,38 @@ def seed_hash(*args: Any) -> int:
 
 
 # -- samplers -------------------------------------------------------------------------------
-def log_uniform(lo: float, hi: float) -> Sampler:
-    return lambda r: float(10 ** r.uniform(lo, hi))
+@dataclass(frozen=True)
+class Dist:
+    """A random-search sampler and the words for it (``domainbed-sc list --hparams`` prints them)."""
+
+    sample: Sampler
+    text: str
+
+    def __call__(self, r: np.random.RandomState) -> Any:
+        return self.sample(r)
+
+    def __str__(self) -> str:
+        return self.text
 
 
-def uniform(lo: float, hi: float) -> Sampler:
-    return lambda r: float(r.uniform(lo, hi))
+def log_uniform(lo: float, hi: float) -> Dist:
+    return Dist(lambda r: float(10 ** r.uniform(lo, hi)), f"10^U({lo:g}, {hi:g})")
 
 
-def pow2_int(lo: float, hi: float) -> Sampler:
-    return lambda r: int(2 ** r.uniform(lo, hi))
+def uniform(lo: float, hi: float) -> Dist:
+    return Dist(lambda r: float(r.uniform(lo, hi)), f"U({lo:g}, {hi:g})")
 
 
-def log_int(lo: float, hi: float) -> Sampler:
-    return lambda r: int(10 ** r.uniform(lo, hi))
+def pow2_int(lo: float, hi: float) -> Dist:
+    return Dist(lambda r: int(2 ** r.uniform(lo, hi)), f"int(2^U({lo:g}, {hi:g}))")
 
 
-def choice(values: list[Any]) -> Sampler:
-    return lambda r: values[r.randint(len(values))]
+def log_int(lo: float, hi: float) -> Dist:
+    return Dist(lambda r: int(10 ** r.uniform(lo, hi)), f"int(10^U({lo:g}, {hi:g}))")
+
+
+def choice(values: list[Any]) -> Dist:
+    return Dist(lambda r: values[r.randint(len(values))], f"one of {values}")
 
 
 @dataclass(frozen=True)

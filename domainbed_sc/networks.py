@@ -117,11 +117,13 @@ def _resnet(depth: int, input_shape: tuple[int, ...], pretrained: str = "none",
 
 @FEATURIZERS.register("resnet18")
 def resnet18(input_shape, **kw) -> Featurizer:
+    """torchvision's ResNet-18 (optionally ImageNet weights), pooled 512-d features."""
     return _resnet(18, input_shape, **kw)
 
 
 @FEATURIZERS.register("resnet50")
 def resnet50(input_shape, **kw) -> Featurizer:
+    """torchvision's ResNet-50 (optionally ImageNet weights), pooled 2048-d features."""
     return _resnet(50, input_shape, **kw)
 
 

@@ -51,7 +51,7 @@ COMMON_HPARAMS: dict[str, HParam] = {
     "arch": HParam("mlp", None, None, "backbone name (datasets set their own default)"),
     "pretrained": HParam("none", None, None, "torchvision weights name for ResNets, or none"),
     "resnet_dropout": HParam(0.0, None, non_negative, large=(0.0, choice([0.0, 0.1, 0.5]))),
-    "input_resize": HParam(0, None, lambda v: isinstance(v, int) and v >= 0,
+    "input_resize": HParam(0, None, non_negative,
                            "bilinearly upsample inputs to this square size inside the network, "
                            "0 = off (METHODS §C.13: 224 for CMNIST on ResNet-50)"),
     "sampler": HParam("random", None, one_of("random", "uniform_group", "uniform_env")),

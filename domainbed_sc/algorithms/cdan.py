@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..datasets.base import Batch
-from ..hparams import HParam
+from ..hparams import HParam, non_negative
 from . import register_algorithm
 from .base import TaskInfo
 from .dann import AbstractDANN
@@ -65,7 +65,7 @@ class CDAN(AbstractDANN):
     conditional = False  # no class embeddings: CDAN conditions through T(f, g)
     HPARAMS = {
         "cdan_entropy": HParam(False, None, None, "CDAN+E: entropy-weighted discriminator loss"),
-        "cdan_random_dim": HParam(0, None, lambda v: isinstance(v, int) and v >= 0,
+        "cdan_random_dim": HParam(0, None, non_negative,
                                   "0: exact map f⊗g; k > 0: randomized map of width k (paper: 1024)"),
         "cdan_detach_g": HParam(True, None, None, "g enters T as a constant (official code)"),
     }

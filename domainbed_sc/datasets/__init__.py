@@ -16,7 +16,10 @@ register_dataset = DATASETS.register
 def load_dataset(name: str, args: dict[str, Any] | None, data_seed: int,
                  data_dir: Path) -> GroupDataset:
     cls = DATASETS.get(name)
-    return cls(Path(data_dir), cls.parse_args(args), data_seed)
+    ds = cls(Path(data_dir), cls.parse_args(args), data_seed)
+    if not ds.args.train_attr:
+        ds.hide_attributes()
+    return ds
 
 
 # Importing every module of this package registers its datasets.

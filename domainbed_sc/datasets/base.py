@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: The optional training-time labels an algorithm may require (docs/METHODS.md §A.0).
 LABELS = ("s", "g", "e")
+#: the labels ``train_attr: false`` hides from the training and validation splits
+ATTRIBUTE_LABELS = frozenset({"s", "g"})
 
 
 @dataclass
@@ -131,7 +133,14 @@ def arg(default: Any, kind: type, check: Check | None = None, nullable: bool = F
 
 @dataclass(frozen=True)
 class DatasetArgs:
-    """Generation arguments of a dataset.  Subclass with the dataset's own fields (``arg``)."""
+    """Arguments of a dataset.  Subclass with the dataset's own fields (``arg``).
+
+    ``train_attr`` (every dataset; METHODS §P.8) is not a generation argument: false shows the
+    training and validation splits without s and g, SubpopBench's ``train_attr: no``, so methods
+    that need attribute labels are refused and model selection cannot read them.
+    """
+
+    train_attr: bool = arg(True, bool)
 
     @classmethod
     def parse(cls, values: Any, dataset: str = "dataset") -> "DatasetArgs":
@@ -149,6 +158,10 @@ class DatasetArgs:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def generation(self) -> dict[str, Any]:
+        """The arguments the data are generated from (what a cache entry is keyed on)."""
+        return {k: v for k, v in self.as_dict().items() if k != "train_attr"}
 
     def changed(self) -> dict[str, Any]:
         """The arguments that differ from their defaults (to name a configuration briefly)."""
@@ -195,9 +208,22 @@ class GroupDataset:
 
     @classmethod
     def provides_for(cls, args: DatasetArgs) -> frozenset[str]:
-        """The labels of LABELS this dataset provides with these arguments, without loading it
-        (sweep validation asks before any data is read; variants override this)."""
+        """The labels of LABELS the training split provides with these arguments, without
+        loading it (sweep validation asks before any data is read)."""
+        labels = cls.variant_provides(args)
+        return labels if args.train_attr else labels - ATTRIBUTE_LABELS
+
+    @classmethod
+    def variant_provides(cls, args: DatasetArgs) -> frozenset[str]:
+        """The labels this configuration has (variants override this)."""
         return cls.provides
+
+    def hide_attributes(self) -> None:
+        """``train_attr: false``: no s or g in the training and validation splits (the test
+        splits keep them: the tables report groups, the run never sees them)."""
+        for name in {"train", self.val_split} - {None}:
+            split = self.splits[name]
+            split.s, split.g = torch.full_like(split.s, -1), torch.full_like(split.g, -1)
 
     def __init__(self, data_dir: Path, args: DatasetArgs, data_seed: int):
         self.data_dir = Path(data_dir)

@@ -49,7 +49,7 @@ class CachedTensorDataset(GroupDataset):
     def cache_key(self) -> dict[str, Any]:
         """The generation arguments, the data seed where it matters, and the version."""
         seed = {"data_seed": self.data_seed} if self.seeded else {}
-        return {**self.args.as_dict(), **seed, "version": self.version}
+        return {**self.args.generation(), **seed, "version": self.version}
 
     def _add_split(self, name: str, d: dict[str, Tensor]) -> None:
         self.splits[name] = TensorSplit(d["x"], d["y"], d.get("s"), d.get("e"),

@@ -141,7 +141,7 @@ class CMNIST(CachedTensorDataset):
     digit: dict[str, Tensor]
 
     @classmethod
-    def provides_for(cls, args: CMNISTArgs) -> frozenset[str]:
+    def variant_provides(cls, args: CMNISTArgs) -> frozenset[str]:
         return frozenset({"s", "g"}) if args.variant == "chroma" else cls.provides
 
     def configure(self) -> None:

@@ -165,7 +165,7 @@ class Waterbirds(GroupDataset):
     files = (FILES,)
 
     @classmethod
-    def provides_for(cls, args: WaterbirdsArgs) -> frozenset[str]:
+    def variant_provides(cls, args: WaterbirdsArgs) -> frozenset[str]:
         return frozenset({"s", "g", "e"}) if args.variant == "ex2l_envs" else cls.provides
 
     def __init__(self, data_dir, args: WaterbirdsArgs, data_seed: int):

@@ -1,4 +1,4 @@
-"""DFR (docs/METHODS.md §A.10; Kirichenko et al. 2023): ERM, then the last layer refit by L1
+"""DFR (docs/METHODS.md §A.12; Kirichenko et al. 2023): ERM, then the last layer refit by L1
 logistic regression on group-balanced held-out (or training) data."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DFR, Deep Feature Reweighting (docs/METHODS.md §A.10; Kirichenko, Izmailov, Wilson, ICLR 2023,
+"""DFR, Deep Feature Reweighting (docs/METHODS.md §A.12; Kirichenko, Izmailov, Wilson, ICLR 2023,
 "Last Layer Re-Training is Sufficient for Robustness to Spurious Correlations").
 
 Stage 1 is ERM.  Stage 2 runs in the final epoch hook, after the last step, following the

@@ -106,6 +106,7 @@ class DFR(ERM):
         "dfr_scaler": HParam("train", None, one_of(*SCALERS),
                              "standardise with the whole training split or the set being fit"),
     }
+
     def __init__(self, task: TaskInfo, hparams):
         super().__init__(task, hparams)
         self.stage = 1
@@ -142,7 +143,8 @@ class DFR(ERM):
     def retrain_last_layer(self, ctx) -> None:
         hp, ds = self.hparams, ctx.dataset
         embed = lambda name: self.features(ds.splits[name], ctx.eval_batch_size, ctx.device)  # noqa: E731
-        train = embed("train")
+        needs_train = hp["dfr_data"] == "train" or hp["dfr_scaler"] == "train"
+        train = embed("train") if needs_train else None
         val = embed(ds.val_split) if self.needs_val() else None
         pool = val if hp["dfr_data"] == "val" else train
         stats = train if hp["dfr_scaler"] == "train" else None

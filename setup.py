@@ -18,6 +18,7 @@ setup(
         "tqdm",
         "pyyaml",
         "matplotlib",
+        "scikit-learn",  # DFR's last-layer logistic regression
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["domainbed-sc=domainbed_sc.cli:main"]},

@@ -43,6 +43,7 @@ BUILDERS = {
     "mnist_cifar": (real({}), True),
     "mnist_mp": (real({}), True),
     "cmnist": (real({}), True),
+    "mf_dominoes": (real({}), True),
     "waterbirds": (lambda name, request, tmp: load_dataset(name, IMAGES, 0, make_waterbirds(tmp)),
                    False),
     "spawrious": (lambda name, request, tmp: load_dataset(

@@ -30,16 +30,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..cache import cached_tensors
 from ..checks import between
 from . import register_dataset, sources
-from .base import DatasetArgs, GroupDataset, TensorSplit, arg
+from .base import DatasetArgs, arg
+from .cached import CachedTensorDataset
 from .mnist_cifar import seeded_rng
 
 #: FashionMNIST classes of y = 0, 1 (dress, coat) and MNIST digits of s = 0, 1
 FASHION_CLASSES = (3, 4)
 DIGITS = (0, 1)
-VERSION = 1
 # independent random streams, one per purpose
 _HOLDOUT, _SPURIOUS_VAL, _SPURIOUS_TEST, _DEAL_TRAIN, _DEAL_VAL, _DEAL_TEST = range(6)
 
@@ -121,7 +120,7 @@ def generate(data_dir: Path, args: MFDominoesArgs, seed: int) -> dict[str, dict[
 
 
 @register_dataset("mf_dominoes")
-class MFDominoes(GroupDataset):
+class MFDominoes(CachedTensorDataset):
     Args = MFDominoesArgs
     num_classes = 2
     input_shape = (1, 56, 28)
@@ -131,14 +130,11 @@ class MFDominoes(GroupDataset):
     ood_split = "test"
     default_hparams = {"arch": "mnist_cnn"}
 
-    def __init__(self, data_dir, args: MFDominoesArgs, data_seed: int):
-        super().__init__(data_dir, args, data_seed)
+    files = (sources.MNIST, sources.FASHION_MNIST)
+
+    def configure(self) -> None:
         self.num_attributes = len(DIGITS)
-        key = {**args.as_dict(), "data_seed": int(data_seed), "version": VERSION}
-        data = cached_tensors(sources.cache_dir(self.data_dir), "mf_dominoes", key,
-                              lambda: generate(self.data_dir, args, int(data_seed)))
-        self.splits = {name: TensorSplit(d["x"], d["y"], d["s"], num_attributes=self.num_attributes)
-                       for name, d in data.items()}
-        # where every example's two halves come from, for checking the construction
-        self.fashion_idx = {name: d["fashion_idx"] for name, d in data.items()}
-        self.mnist_idx = {name: d["mnist_idx"] for name, d in data.items()}
+
+    def generate(self) -> dict[str, dict[str, Tensor]]:
+        # every split also keeps where its two halves came from (fashion_idx, mnist_idx)
+        return generate(self.data_dir, self.args, self.data_seed)

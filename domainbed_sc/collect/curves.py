@@ -51,7 +51,9 @@ def accuracy(split: Any) -> float | None:
 
 def curve_figure(records: list[dict[str, Any]], title: str) -> Figure:
     """Losses (left) and each split's accuracy in % (right) against the step; dotted vertical
-    lines where a multi-stage method starts a new stage (JTT's stage 2, METHODS §A.5)."""
+    lines where a multi-stage method starts a new stage (JTT's stage 2, METHODS §A.5).  The
+    losses panel holds everything the algorithm logs (DL also its pair count, DANN its
+    discriminator step); where their scales differ widely it is drawn on a symlog axis."""
     fig = Figure(figsize=(8, 2.6))
     loss_ax, acc_ax = fig.subplots(1, 2)
     for ax, key, value, label in ((loss_ax, "losses", number, "loss"),
@@ -67,6 +69,10 @@ def curve_figure(records: list[dict[str, Any]], title: str) -> Figure:
             if rec.get("stage", 1) != prev.get("stage", 1):
                 ax.axvline(rec["step"], color="grey", linestyle=":", linewidth=1)
     acc_ax.set_ylim(-2, 102)
+    peaks = [max(abs(v) for v in line.get_ydata()) for line in loss_ax.lines]
+    if peaks and min(peaks) > 0 and max(peaks) / min(peaks) > 20:  # e.g. DL's pair count vs CE
+        loss_ax.set_yscale("symlog", linthresh=1e-2)
+        loss_ax.set_ylabel("logged value (symlog)")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return fig

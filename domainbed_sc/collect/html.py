@@ -63,7 +63,7 @@ tr:nth-child(even) td { background: #f7f9fc; }
 .gallery.wide { grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); }
 figure { margin: 0; border: 1px solid #e1e6ee; border-radius: 4px; padding: 6px; background: #fff; }
 figure img { width: 100%; height: auto; display: block; }
-figcaption { font-size: 12px; color: #4a5566; word-break: break-all; margin-top: 4px; }
+figcaption { font-size: 12px; color: #4a5566; overflow-wrap: anywhere; margin-top: 4px; }
 pre { background: #f0f3f7; border: 1px solid #d8dee8; padding: 8px; overflow-x: auto;
       font-size: 12px; white-space: pre-wrap; word-break: break-all; }
 .none { color: #4a7a3a; }

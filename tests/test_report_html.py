@@ -175,8 +175,9 @@ def test_curves_use_the_records_the_collector_kept(tmp_path):
     own = [record(s, val=(0.5 + 0.1 * s, 0.2), test=(0.3, 0.1)) for s in (1, 2, 3)]
     other = record(2, trial_seed=5, val=(0.0, 0.0), test=(0.0, 0.0))
     repeat = record(2, val=(0.0, 0.0), test=(0.0, 0.0))
-    run = write_run(tmp_path, [own[0], own[1], other, repeat, own[2]])
-    kept = curves.run_records(run, RunArgs(**own[0]["args"]).run_id(), {1, 2, 3})
+    not_args = {**own[1], "step": 4, "args": ["not", "arguments"]}
+    run = write_run(tmp_path, [own[0], own[1], other, repeat, not_args, own[2]])
+    kept = curves.run_records(run, RunArgs(**own[0]["args"]).run_id(), {1, 2, 3, 4})
     assert [r["step"] for r in kept] == [1, 2, 3]
     steps, accs = curves.series(kept, "metrics", curves.accuracy)["val"]
     assert steps == [1, 2, 3] and accs == pytest.approx([60.0, 70.0, 80.0])

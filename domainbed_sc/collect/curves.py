@@ -11,7 +11,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..training.records import RESULTS, args_id, read_records
+from ..errors import UserError
+from ..training.records import RESULTS, RunArgs, read_records
 from .plots import save
 
 
@@ -19,11 +20,18 @@ def run_records(run_dir: Path, run_id: str, steps: set[int]) -> list[dict[str, A
     """The records of ``run_dir`` the reader kept: those of ``run_id`` at ``steps``, each once."""
     kept: dict[int, dict[str, Any]] = {}
     for rec in read_records(run_dir / RESULTS):
-        args = rec.get("args")
         step = rec["step"]
-        if isinstance(args, dict) and step in steps and step not in kept and args_id(args) == run_id:
+        if step in steps and step not in kept and record_run_id(rec) == run_id:
             kept[step] = rec
     return [kept[s] for s in sorted(kept)]
+
+
+def record_run_id(rec: dict[str, Any]) -> str | None:
+    """The run id a record names, computed as the reader does (None: not a run's arguments)."""
+    try:
+        return RunArgs(**rec["args"]).run_id()
+    except (KeyError, TypeError, UserError):
+        return None
 
 
 def series(records: list[dict[str, Any]], key: str, value) -> dict[str, tuple[list, list]]:

@@ -164,15 +164,23 @@ def section(body: str) -> str:
 
 
 def figures(page: Page, report: Report, out: Path) -> str:
-    """Per selection method, the figures ``collect --plots`` would write (PNG shown, PDF linked)."""
+    """Per selection method, the figures ``collect --plots`` would write (PNG shown, PDF linked);
+    heatmaps in wider cards, since a dataset with many groups (MNIST-CIFAR: 10 × 10N) draws
+    them wide."""
     blocks = [page.heading(2, "Figures")]
     for sec in report.sections:
         blocks.append(page.heading(3, f"Figures, selection: {sec.selected.method.name}"))
-        paths = plots.write_plots([sec], report.metrics, out / PLOTS, report.plot_kinds)
-        items = [(p, p.stem, f' · <a href="{href(p.with_suffix(".pdf"), out)}">PDF</a>')
-                 for p in paths if p.suffix == ".png"]
-        blocks.append(gallery(items, out) if items else paragraph(
-            "No figures: no grid value is swept and no split has group labels.", "none"))
+        shown = False
+        for kind in (k for k in plots.PLOT_KINDS if k in report.plot_kinds):
+            paths = plots.write_plots([sec], report.metrics, out / PLOTS, (kind,))
+            items = [(p, p.stem, f' · <a href="{href(p.with_suffix(".pdf"), out)}">PDF</a>')
+                     for p in paths if p.suffix == ".png"]
+            if items:
+                blocks.append(gallery(items, out, wide=kind == "groups"))
+                shown = True
+        if not shown:
+            blocks.append(paragraph("No figures: no grid value is swept and no split has group "
+                                    "labels.", "none"))
     return "".join(blocks)
 
 

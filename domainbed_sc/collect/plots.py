@@ -19,9 +19,9 @@ from .tables import Metric, Section, grid_columns, grid_label, value_text
 FORMATS = ("png", "pdf")
 
 
-def save(fig: Figure, stem: Path) -> list[Path]:
+def save(fig: Figure, stem: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(f"{stem.name}.{ext}") for ext in FORMATS]
+    paths = [stem.with_name(f"{stem.name}.{ext}") for ext in formats]
     for path in paths:
         fig.savefig(path, dpi=150, bbox_inches="tight")
     return paths

@@ -52,6 +52,12 @@ def cmd_collect(a: argparse.Namespace) -> None:
     if a.plots:
         paths = plots.write_plots(sections, metrics, Path(a.plots), kinds)
         print(f"wrote {len(paths)} plot files to {a.plots}", file=sys.stderr)
+    if a.html:
+        from ..collect import html
+
+        report = html.Report(sections, collection, metrics, summary_metrics, a.ci, a.exclude_dead,
+                             footer, kinds, a.argv)
+        print(f"wrote the report {html.write_report(report, Path(a.html))}", file=sys.stderr)
 
 
 def early_stopping(a: argparse.Namespace, subset):
@@ -90,6 +96,9 @@ def add_parser(sub) -> None:
     p.add_argument("--exclude-dead", action="store_true",
                    help="leave runs with ID accuracy < 20%% out of the cells (still counted)")
     p.add_argument("--plots", metavar="OUT_DIR", help="also write figures (PNG + PDF) here")
+    p.add_argument("--html", metavar="OUT_DIR",
+                   help="also write a static report here (index.html: tables, figures, training "
+                        "curves, dead and skipped runs, commands; images beside it)")
     p.add_argument("--plot-kinds", default="sweep,groups",
                    help="sweep (metric vs swept N / λ ...), groups (per-group accuracy heatmaps)")
     p.add_argument("--patience", type=int, metavar="P",

@@ -7,7 +7,9 @@ matches; only then is it renamed to ``<name>``.  No digest is published for the 
 Spawrious archives, so for those the size check and the gzip CRC checked during extraction are
 what guard against a bad transfer.  Extraction uses tarfile's ``data`` filter (no absolute paths,
 no escaping the target) and the archive is deleted afterwards.  MNIST, FashionMNIST and CIFAR-10
-go through torchvision's own ``download=True`` path, which checks its MD5s.
+go through torchvision's own ``download=True`` path, which checks its MD5s.  CelebA's files are
+torchvision's (Google Drive ids and MD5s on ``datasets.celeba.CelebA``), fetched here and
+MD5-checked; its image zip is unpacked by ``extract_zip`` with the same containment rule.
 
 Every network failure becomes one ``UserError`` line, after at most ``timeout`` seconds of
 silence from the server.
@@ -24,6 +26,7 @@ import socket
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -72,8 +75,8 @@ SPAWRIOUS = {
 SPAWRIOUS_DIR = "spawrious224"
 
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-TARGETS = ("waterbirds", *SPAWRIOUS, *TORCHVISION)
-ALL = ("waterbirds", "spawrious", "mnist", "fashion_mnist", "cifar10")
+TARGETS = ("waterbirds", *SPAWRIOUS, "celeba", *TORCHVISION)
+ALL = ("waterbirds", "spawrious", "celeba", "mnist", "fashion_mnist", "cifar10")
 
 
 # -- fetching ---------------------------------------------------------------------------------
@@ -205,6 +208,24 @@ def extract(archive: Path, into: Path, progress: bool = True) -> None:
                         "run the command again") from None
 
 
+def extract_zip(archive: Path, into: Path, progress: bool = True) -> None:
+    """Unpack a zip archive into ``into``, refusing members that would land outside it; a corrupt
+    archive is deleted."""
+    into = into.resolve()
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            unsafe = [m.filename for m in members if not (into / m.filename).resolve().is_relative_to(into)]
+            if unsafe:
+                raise UserError(f"{archive} has an unsafe member ({unsafe[0]}); not extracted")
+            for member in tqdm(members, desc=f"extract {archive.name}", disable=not progress, leave=False):
+                zf.extract(member, into)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        archive.unlink(missing_ok=True)
+        raise UserError(f"{archive.name} is not a valid zip archive ({exc}); it was deleted, "
+                        "run the command again") from None
+
+
 def _dir_with(root: Path, name: str) -> Path:
     """``root`` or its single subfolder, whichever holds ``name`` (archives differ in nesting)."""
     if (root / name).exists():
@@ -283,5 +304,9 @@ def download(targets: list[str], data_dir: Path, timeout: float = DEFAULT_TIMEOU
             download_waterbirds(data_dir, timeout, progress)
         elif name in SPAWRIOUS:
             download_spawrious(name, data_dir, timeout, progress)
+        elif name == "celeba":  # the dataset class owns its file list (METHODS §D.7)
+            from .datasets.celeba import CelebA
+
+            CelebA.download(data_dir, timeout, progress)
         else:
             download_torchvision(name, data_dir, timeout)

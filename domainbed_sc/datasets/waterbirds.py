@@ -126,13 +126,14 @@ def ex2l_group_counts(pool: Sequence[int],
     return counts(n)
 
 
-def ex2l_environments(g: Tensor, counts: list[list[int]], data_seed: int) -> Tensor:
-    """e per example: in every group, a seeded permutation gives its first counts[0][g] members
-    env 0, the next counts[1][g] env 1; the rest get -1 (unused)."""
+def ex2l_environments(g: Tensor, counts: list[list[int]], data_seed: int,
+                      salt: str = "waterbirds_ex2l") -> Tensor:
+    """e per example: in every group, a permutation seeded by (data_seed, ``salt``, group) gives
+    its first counts[0][g] members env 0, the next counts[1][g] env 1; the rest get -1 (unused)."""
     e = torch.full((len(g),), -1, dtype=torch.long)
     for group in range(len(counts[0])):
         members = torch.nonzero(g == group).flatten()
-        gen = torch.Generator().manual_seed(seed_hash(data_seed, "waterbirds_ex2l", group))
+        gen = torch.Generator().manual_seed(seed_hash(data_seed, salt, group))
         members = members[torch.randperm(len(members), generator=gen)]
         start = 0
         for env, env_counts in enumerate(counts):

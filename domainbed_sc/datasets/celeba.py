@@ -45,9 +45,9 @@ from ..hparams import seed_hash
 from . import register_dataset
 from .base import DatasetArgs, GroupDataset, arg, group_ids
 from .images import (IMAGENET_MEAN, IMAGENET_STD, ImageRows, ImageSplit, ImageTransforms,
-                     holdout_envs, resolve_workers, to_normalized_tensor)
+                     resolve_workers, to_normalized_tensor)
 from .sources import missing_data
-from .waterbirds import HOLDOUT, ex2l_environments, ex2l_group_counts
+from .waterbirds import ex2l_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -231,39 +231,24 @@ class CelebA(GroupDataset):
         s = torch.tensor(attrs[args.spurious].to_numpy())
         rows = ImageRows(paths, y, s, torch.full((len(y),), -1, dtype=torch.long))
         if args.variant == "ex2l_envs":
-            self._ex2l_splits(rows, split)
+            parts = dict(zip(SPLITS, ex2l_rows(rows, split, EX2L_PROPORTIONS, data_seed, "celeba")))
         else:
-            self._partition_splits(rows, split)
+            parts = self._partition(rows, split)
+        self.splits = {name: self._split(part, train=name == "train") for name, part in parts.items()}
 
-    def _partition_splits(self, rows: ImageRows, split: Tensor) -> None:
+    def _partition(self, rows: ImageRows, split: Tensor) -> dict[str, ImageRows]:
         """The official partition; chroma_harder filters its training part, patch sets s."""
-        args = self.args
         parts = {name: rows.take(torch.nonzero(split == code).flatten())
                  for name, code in SPLITS.items()}
-        if args.variant == "chroma_harder":
-            g = group_ids(parts["train"].y, parts["train"].s, 2)
-            drop = against_correlation(parts["train"].y, parts["train"].s)
-            parts["train"] = parts["train"].take(torch.nonzero((g != drop[0]) & (g != drop[1])).flatten())
-        if args.patch:
+        if self.args.variant == "chroma_harder":
+            train = parts["train"]
+            g, drop = group_ids(train.y, train.s, 2), against_correlation(train.y, train.s)
+            parts["train"] = train.take(torch.nonzero((g != drop[0]) & (g != drop[1])).flatten())
+        if self.args.patch:
             parts = {name: dataclasses.replace(part, s=patch_mask(part.y, name == "train",
                                                                   self.data_seed, name).long())
                      for name, part in parts.items()}
-        self.splits = {name: self._split(part, train=name == "train") for name, part in parts.items()}
-
-    def _ex2l_splits(self, rows: ImageRows, split: Tensor) -> None:
-        """Environments from official train + val, selection on their holdout, test = official test."""
-        pool = rows.take(torch.nonzero(split != SPLITS["test"]).flatten())
-        g = group_ids(pool.y, pool.s, 2)
-        counts = ex2l_group_counts(torch.bincount(g, minlength=4).tolist(), EX2L_PROPORTIONS)
-        if min(map(min, counts)) < 1 or int(min(map(sum, counts)) * HOLDOUT) < 1:
-            raise UserError("celeba ex2l_envs: too few train + val images to give both "
-                            f"environments every group and a validation holdout (counts {counts})")
-        pool = dataclasses.replace(pool, e=ex2l_environments(g, counts, self.data_seed, "celeba_ex2l"))
-        envs = [pool.take(torch.nonzero(pool.e == k).flatten()) for k in range(len(counts))]
-        train, val = holdout_envs(envs, HOLDOUT, self.data_seed)
-        test = rows.take(torch.nonzero(split == SPLITS["test"]).flatten())
-        self.splits = {"train": self._split(train, train=True), "val": self._split(val, train=False),
-                       "test": self._split(test, train=False)}
+        return parts
 
     def _split(self, rows: ImageRows, train: bool) -> ImageSplit:
         args = self.args

@@ -115,7 +115,7 @@ def _torchvision_net(arch: str, ctor: Callable[..., nn.Module], enum, pretrained
                         f"known: none, {', '.join(enum.__members__)}")
     path = hub_checkpoint(enum[pretrained].url)
     if not path.is_file():
-        raise not_cached(arch, pretrained, str(path))
+        raise not_cached(arch, pretrained, f"{path}; $TORCH_HOME/hub is the torch hub cache")
     try:
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # a truncated or foreign file
@@ -249,7 +249,7 @@ def timm_weights_file(name: str) -> Path:
         path = hub_checkpoint(cfg.url)
         if path.is_file():
             return path
-        places.append(str(path))
+        places.append(f"{path} ($TORCH_HOME/hub)")
     raise not_cached(f"{TIMM}{name}", TIMM_PRETRAINED, " or ".join(places) or "no source known")
 
 

@@ -74,7 +74,7 @@ def test_torchvision_weights_are_read_from_the_cache_only(offline_caches):
     with pytest.raises(UserError, match=r"resnet18 weights IMAGENET1K_V1 are not in the local cache "
                                         r"\(.*torch/hub/checkpoints/resnet18-") as missing:
         build_featurizer("resnet18", (3, 32, 32), pretrained="IMAGENET1K_V1")
-    assert "\n" not in str(missing.value)
+    assert "\n" not in str(missing.value) and "$TORCH_HOME" in str(missing.value)
     path = hub_checkpoint(models.ResNet18_Weights.IMAGENET1K_V1.url)
     assert str(path).startswith(str(offline_caches / "torch"))  # $TORCH_HOME decides
     saved = models.resnet18().state_dict()

@@ -14,12 +14,12 @@ setup(
         "pandas",
         "tabulate",
         "submitit",
-        "wilds",
+        "pillow",
         "tqdm",
         "pyyaml",
         "matplotlib",
         "scikit-learn",  # DFR's last-layer logistic regression
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "timm": ["timm>=1.0"]},
     entry_points={"console_scripts": ["domainbed-sc=domainbed_sc.cli:main"]},
 )

@@ -22,6 +22,7 @@ import re
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -183,6 +184,24 @@ def extract(archive: Path, into: Path, progress: bool = True) -> None:
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         archive.unlink(missing_ok=True)
         raise UserError(f"{archive.name} is not a valid archive ({exc}); it was deleted, "
+                        "run the command again") from None
+
+
+def extract_zip(archive: Path, into: Path, progress: bool = True) -> None:
+    """Unpack a zip archive into ``into``, refusing members that would land outside it; a corrupt
+    archive is deleted."""
+    into = into.resolve()
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            unsafe = [m.filename for m in members if not (into / m.filename).resolve().is_relative_to(into)]
+            if unsafe:
+                raise UserError(f"{archive} has an unsafe member ({unsafe[0]}); not extracted")
+            for member in tqdm(members, desc=f"extract {archive.name}", disable=not progress, leave=False):
+                zf.extract(member, into)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        archive.unlink(missing_ok=True)
+        raise UserError(f"{archive.name} is not a valid zip archive ({exc}); it was deleted, "
                         "run the command again") from None
 
 

@@ -1,4 +1,5 @@
-"""Tiny on-disk fixtures in the real Waterbirds and Spawrious layouts, and a local HTTP server.
+"""Tiny on-disk fixtures in the real Waterbirds, Spawrious and CelebA layouts, and a local HTTP
+server.
 
 The images are small random-colour PNG / JPEG files; what is under test is the layout, the labels
 and the loading, not the pixels.
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from domainbed_sc.datasets.celeba import ATTRIBUTES
 from domainbed_sc.datasets.spawrious import BREEDS, LOCATIONS
 
 # (split code, y, place) -> count; every group in every split
@@ -77,6 +79,65 @@ def make_spawrious(data_dir: Path, per_folder: int = 10, seed: int = 0) -> Path:
                 for name in spawrious_names(location, breed, per_folder, rng):
                     write_image(d / name, rng, (12, 12))
                 (d / "captions.txt").write_text("not an image\n")
+    return data_dir
+
+
+# (partition code, Blond_Hair, Male) -> count; training follows the real correlation (blond
+# women and dark-haired men are the common pairs), val and test hold every group
+CELEBA_COUNTS = {(0, 0, 0): 10, (0, 0, 1): 8, (0, 1, 0): 6, (0, 1, 1): 2,
+                 **{(split, y, s): 3 for split in (1, 2) for y in (0, 1) for s in (0, 1)}}
+#: the real per-split counts of g = 2·Blond_Hair + Male (docs/METHODS.md §D.8)
+CELEBA_REAL_SPLITS = {"train": [71629, 66874, 22880, 1387], "val": [8535, 8276, 2874, 182],
+                      "test": [9767, 7535, 2480, 180]}
+#: torchvision's CelebA also wants these (read by the cross-check test only)
+CELEBA_EXTRA = {"identity_CelebA.txt": (None, None), "list_bbox_celeba.txt":
+                ("image_id x_1 y_1 width height", 4), "list_landmarks_align_celeba.txt":
+                ("lefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y "
+                 "rightmouth_x rightmouth_y", 10)}
+
+
+def _celeba_attrs(rows: list[tuple[int, int, int]], rng: np.random.Generator) -> np.ndarray:
+    """±1 attributes: Blond_Hair and Male as given; in training Smiling agrees with Attractive
+    80 % of the time (a positive correlation, the opposite sign of Blond_Hair × Male's), in val
+    and test the four (Attractive, Smiling) pairs take turns; the rest random."""
+    attrs = rng.choice([-1, 1], size=(len(rows), len(ATTRIBUTES)))
+    col = {a: i for i, a in enumerate(ATTRIBUTES)}
+    attrs[:, col["Blond_Hair"]] = [2 * y - 1 for _, y, _ in rows]
+    attrs[:, col["Male"]] = [2 * s - 1 for _, _, s in rows]
+    agree = np.where(rng.random(len(rows)) < 0.8, 1, -1)
+    attrs[:, col["Smiling"]] = agree * attrs[:, col["Attractive"]]
+    held_out = np.flatnonzero([split != 0 for split, _, _ in rows])
+    attrs[held_out, col["Attractive"]] = [1 if k % 2 else -1 for k in range(len(held_out))]
+    attrs[held_out, col["Smiling"]] = [1 if k // 2 % 2 else -1 for k in range(len(held_out))]
+    return attrs
+
+
+def make_celeba(data_dir: Path, counts: dict[tuple[int, int, int], int] = CELEBA_COUNTS,
+                images: bool = True, seed: int = 0) -> Path:
+    """``data_dir/celeba`` in the release layout: img_align_celeba/NNNNNN.jpg (18×22, the release's
+    aspect; empty files if not ``images``), list_attr_celeba.txt, list_eval_partition.txt and the
+    three other text files of the release.  Partition codes are shuffled over the file names."""
+    rng = np.random.default_rng(seed)
+    root = data_dir / "celeba"
+    (root / "img_align_celeba").mkdir(parents=True, exist_ok=True)
+    rows = [key for key, n in counts.items() for _ in range(n)]
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    names = [f"{k:06d}.jpg" for k in range(1, len(rows) + 1)]
+    for name in names:
+        if images:
+            write_image(root / "img_align_celeba" / name, rng, (18, 22))
+        else:
+            (root / "img_align_celeba" / name).touch()
+    attrs = _celeba_attrs(rows, rng)
+    lines = [str(len(rows)), " ".join(ATTRIBUTES) + " "]
+    lines += [f"{n} " + " ".join(f"{v:2d}" for v in a) for n, a in zip(names, attrs)]
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (root / "list_eval_partition.txt").write_text(
+        "".join(f"{n} {split}\n" for n, (split, _, _) in zip(names, rows)))
+    for file, (header, width) in CELEBA_EXTRA.items():
+        body = [f"{n} " + " ".join(["1"] * (width or 1)) for n in names]
+        (root / file).write_text("\n".join(body if header is None else
+                                           [str(len(names)), header, *body]) + "\n")
     return data_dir
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_images import make_spawrious, make_waterbirds
+from fixtures_images import make_celeba, make_spawrious, make_waterbirds
 
 from domainbed_sc.datasets import DATASETS, LABELS, load_dataset
 
@@ -46,6 +46,7 @@ BUILDERS = {
     "mf_dominoes": (real({}), True),
     "waterbirds": (lambda name, request, tmp: load_dataset(name, IMAGES, 0, make_waterbirds(tmp)),
                    False),
+    "celeba": (lambda name, request, tmp: load_dataset(name, IMAGES, 0, make_celeba(tmp)), False),
     "spawrious": (lambda name, request, tmp: load_dataset(
         name, {**IMAGES, "per_folder": 10}, 0, make_spawrious(tmp, per_folder=10)), False),
 }

@@ -49,7 +49,7 @@ COMMON_HPARAMS: dict[str, HParam] = {
                              item=float, item_check=non_negative),
     "lr_gamma": HParam(0.1, None, positive),
     "arch": HParam("mlp", None, None, "backbone name (datasets set their own default)"),
-    "pretrained": HParam("none", None, None, "torchvision weights name for ResNets, or none"),
+    "pretrained": HParam("none", None, None, "torchvision weights name, timm (timm: archs) or none"),
     "resnet_dropout": HParam(0.0, None, non_negative, large=(0.0, choice([0.0, 0.1, 0.5]))),
     "input_resize": HParam(0, None, non_negative,
                            "bilinearly upsample inputs to this square size inside the network, "

@@ -10,7 +10,9 @@ the download targets are generated from the dataset registry.  Three kinds cover
 * ``Unpacked``: archives that unpack into one folder of the data dir (Spawrious, CIFAR-10); a
   marker in that folder records a complete extraction;
 * ``Replaced``: archives that unpack, in one of several nestings, to a folder holding ``probe``,
-  which becomes ``folder`` (Waterbirds).
+  which becomes ``folder`` (Waterbirds);
+* ``Fetched``: files fetched one by one into ``folder``, the zips among them then unpacked
+  (CelebA's release).
 
 ``ensure`` is the data step of setup: every file set not in the data dir yet is copied from a
 local copy (``--local-copy`` / $DOMAINBED_SC_SHARED) where that holds it, else downloaded
@@ -142,6 +144,30 @@ class Replaced(DataFiles):
         dl.dir_with(staging, self.probe).replace(final)
         shutil.rmtree(staging, ignore_errors=True)
         archive.unlink()
+
+
+@dataclass(frozen=True)
+class Fetched(DataFiles):
+    folder: str = ""
+    parts: tuple[dl.Archive, ...] = ()  # each file of the release, with its checksum
+    unzip: tuple[str, ...] = ()  # the parts to unpack into ``folder`` (then deleted)
+    probe: str = ""  # what a complete copy holds besides the plain parts (the unpacked folder)
+
+    def entries(self, root: Path) -> list[str] | None:
+        folder = root / self.folder
+        plain = [a.filename for a in self.parts if a.filename not in self.unzip]
+        have = (folder / f".complete-{self.name}").exists() or (
+            (folder / self.probe).exists() and all((folder / f).exists() for f in plain))
+        return [self.folder] if have else None
+
+    def fetch(self, data_dir: Path, how: How) -> None:
+        root = data_dir / self.folder
+        for part in dl.mirrored(self.parts, how.mirror, f"{self.folder}/"):
+            dl.fetch_first((part,), root, how.timeout, how.progress)
+        for name in self.unzip:
+            dl.extract_zip(root / name, root, how.progress)
+            (root / name).unlink()
+        (root / f".complete-{self.name}").touch()  # written last: an interrupted step is redone
 
 
 # -- targets ----------------------------------------------------------------------------------

@@ -137,19 +137,37 @@ def ex2l_group_counts(pool: Sequence[int],
     return counts(n)
 
 
-def ex2l_environments(g: Tensor, counts: list[list[int]], data_seed: int) -> Tensor:
-    """e per example: in every group, a seeded permutation gives its first counts[0][g] members
-    env 0, the next counts[1][g] env 1; the rest get -1 (unused)."""
+def ex2l_environments(g: Tensor, counts: list[list[int]], data_seed: int, salt: str) -> Tensor:
+    """e per example: in every group, a permutation seeded by (data_seed, ``salt``, group) gives
+    its first counts[0][g] members env 0, the next counts[1][g] env 1; the rest get -1 (unused)."""
     e = torch.full((len(g),), -1, dtype=torch.long)
     for group in range(len(counts[0])):
         members = torch.nonzero(g == group).flatten()
-        gen = torch.Generator().manual_seed(seed_hash(data_seed, "waterbirds_ex2l", group))
+        gen = torch.Generator().manual_seed(seed_hash(data_seed, salt, group))
         members = members[torch.randperm(len(members), generator=gen)]
         start = 0
         for env, env_counts in enumerate(counts):
             e[members[start:start + env_counts[group]]] = env
             start += env_counts[group]
     return e
+
+
+def ex2l_rows(rows: ImageRows, split: Tensor, proportions: Sequence[Sequence[float]],
+              data_seed: int, dataset: str) -> tuple[ImageRows, ImageRows, ImageRows]:
+    """eX2L's environments (METHODS §D.4, §D.8): (train, val, test) rows, the environments drawn
+    from official train + val (split codes 0, 1) with ``proportions``, selection on their 20 %
+    holdout, test = the official test split (code 2)."""
+    pool = rows.take(torch.nonzero(split != SPLITS["test"]).flatten())
+    g = group_ids(pool.y, pool.s, 2)
+    counts = ex2l_group_counts(torch.bincount(g, minlength=4).tolist(), proportions)
+    if min(map(min, counts)) < 1 or int(min(map(sum, counts)) * HOLDOUT) < 1:
+        raise UserError(f"{dataset} ex2l_envs: too few train + val images to give both "
+                        f"environments every group and a validation holdout (counts {counts})")
+    salt = f"{dataset}_ex2l"
+    pool = dataclasses.replace(pool, e=ex2l_environments(g, counts, data_seed, salt))
+    envs = [pool.take(torch.nonzero(pool.e == k).flatten()) for k in range(len(counts))]
+    train, val = holdout_envs(envs, HOLDOUT, data_seed)
+    return train, val, rows.take(torch.nonzero(split == SPLITS["test"]).flatten())
 
 
 @register_dataset("waterbirds")
@@ -181,17 +199,7 @@ class Waterbirds(GroupDataset):
             self._ex2l_splits(rows, split)
 
     def _ex2l_splits(self, rows: ImageRows, split: Tensor) -> None:
-        """Environments from official train + val, selection on their holdout, test = official test."""
-        pool = rows.take(torch.nonzero(split != SPLITS["test"]).flatten())
-        g = group_ids(pool.y, pool.s, 2)
-        counts = ex2l_group_counts(torch.bincount(g, minlength=4).tolist())
-        if min(map(min, counts)) < 1 or int(min(map(sum, counts)) * HOLDOUT) < 1:
-            raise UserError("waterbirds ex2l_envs: too few train + val images to give both "
-                            f"environments every group and a validation holdout (counts {counts})")
-        pool = dataclasses.replace(pool, e=ex2l_environments(g, counts, self.data_seed))
-        envs = [pool.take(torch.nonzero(pool.e == k).flatten()) for k in range(len(counts))]
-        train, val = holdout_envs(envs, HOLDOUT, self.data_seed)
-        test = rows.take(torch.nonzero(split == SPLITS["test"]).flatten())
+        train, val, test = ex2l_rows(rows, split, EX2L_PROPORTIONS, self.data_seed, "waterbirds")
         self.splits = {"train": self._split(train, train=True), "val": self._split(val, train=False),
                        "test": self._split(test, train=False)}
 

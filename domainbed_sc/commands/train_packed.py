@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, add_run_arguments, eval_options
+from ..cli import add_env_arguments, add_run_arguments, eval_options, run_args
 from ..errors import UserError
 
 
 def pack_members(a: argparse.Namespace):
     from ..datasets.sources import resolve_data_dir
-    from ..training.records import RunArgs
     from ..training.trainer import RunOptions
 
     trials, datas = a.trial_seed, a.data_seed
@@ -28,10 +27,7 @@ def pack_members(a: argparse.Namespace):
     data_dir = resolve_data_dir(a.data_dir)
     members = []
     for trial, data in zip(trials, datas):
-        args = RunArgs(dataset=a.dataset, algorithm=a.algorithm, dataset_args=a.dataset_args,
-                       hparams=a.hparams, hparams_seed=a.hparams_seed, trial_seed=trial,
-                       data_seed=data, steps=a.steps, epochs=a.epochs,
-                       checkpoint_freq=a.checkpoint_freq)
+        args = run_args(a, trial_seed=trial, data_seed=data)
         opts = RunOptions(Path(a.output_root) / args.dir_name(), data_dir, a.device,
                           progress=not a.quiet, **eval_options(a))
         members.append((args, opts))

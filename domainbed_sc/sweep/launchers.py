@@ -24,7 +24,6 @@ the others as before.
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing
 import os
 import shlex
@@ -225,19 +224,9 @@ class SlurmLauncher:
 # -- dry -------------------------------------------------------------------------------------
 def train_command(job: Job, env: JobEnv) -> str:
     """The ``domainbed-sc train`` command line that runs this job by hand."""
-    a = job.args
-    cmd = ["domainbed-sc", "train", "--dataset", a.dataset, "--algorithm", a.algorithm]
-    if a.dataset_args:
-        cmd += ["--dataset-args", json.dumps(a.dataset_args)]
-    if a.hparams:
-        cmd += ["--hparams", json.dumps(a.hparams)]
-    cmd += ["--hparams-seed", str(a.hparams_seed), "--trial-seed", str(a.trial_seed),
-            "--data-seed", str(a.data_seed)]
-    for flag, value in (("--steps", a.steps), ("--epochs", a.epochs), ("--checkpoint-freq", a.checkpoint_freq)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    if a.hparams_per_trial:
-        cmd.append("--hparams-per-trial")
+    from ..cli import run_flags
+
+    cmd = ["domainbed-sc", "train", *run_flags(job.args)]
     cmd += ["--output-dir", str(job.dir), "--data-dir", str(env.data_dir), "--device", env.device]
     if env.eval_train != "subsample":
         cmd += ["--eval-train", env.eval_train]

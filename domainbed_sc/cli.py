@@ -55,9 +55,9 @@ def add_run_arguments(p: argparse.ArgumentParser, many_seeds: bool = False) -> N
                 kw["default"] = [default] if many_seeds and meta.seeds else default
             if many_seeds and meta.seeds:
                 kw["nargs"] = "+"
-        target = p if meta.exclusive is None else \
-            groups.setdefault(meta.exclusive, p.add_mutually_exclusive_group())
-        target.add_argument(flag(name), **kw)
+        if meta.exclusive is not None and meta.exclusive not in groups:
+            groups[meta.exclusive] = p.add_mutually_exclusive_group()
+        groups.get(meta.exclusive, p).add_argument(flag(name), **kw)
 
 
 def run_args(a: argparse.Namespace, **given: Any):

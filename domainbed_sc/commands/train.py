@@ -7,6 +7,14 @@ from pathlib import Path
 from ..cli import add_env_arguments, add_run_arguments, eval_options, run_args
 
 
+def print_run_files(out: Path) -> None:
+    """Where a run's log and records go, before it starts: to follow it, or to look after a
+    failure."""
+    from ..training.records import LOG, RESULTS
+
+    print(f"log: {out / LOG}\nrecords: {out / RESULTS}", flush=True)
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     from ..datasets.sources import resolve_data_dir
     from ..training.records import RESULTS, read_records
@@ -17,6 +25,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     out = Path(a.output_dir) if a.output_dir else Path(a.output_root) / args.dir_name()
     opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet,
                       **eval_options(a))
+    print_run_files(out)
     out = train(args, opts)
     last = list(read_records(out / RESULTS))[-1]
     print(f"output: {out}")

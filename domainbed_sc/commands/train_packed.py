@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..cli import add_env_arguments, add_run_arguments, eval_options, run_args
 from ..errors import UserError
+from .train import print_run_files
 
 
 def pack_members(a: argparse.Namespace):
@@ -38,7 +39,10 @@ def cmd_train_packed(a: argparse.Namespace) -> None:
     from ..training.packed import train_packed
     from ..training.records import RESULTS, read_records
 
-    for out in train_packed(pack_members(a)):
+    members = pack_members(a)
+    for _, opts in members:
+        print_run_files(opts.output_dir)
+    for out in train_packed(members):
         last = list(read_records(out / RESULTS))[-1]
         accs = "  ".join(f"{split} {m['acc']:.4f}" for split, m in last["metrics"].items())
         print(f"{out}  step {last['step']}  wall {last['wall_time']:.1f}s  {accs}")

@@ -21,6 +21,7 @@ from ..errors import UserError
 RESULTS = "results.jsonl"
 CHECKPOINT = "checkpoint.pt"
 DONE = "done"
+LOG = "log.txt"  # the trainer's log: a line per evaluation
 #: ``<output root>/.sweeps/<sweep>.json``: a sweep's ``selection`` and the job dirs it launched
 #: there (written by ``sweep launch``, read by ``collect``)
 SWEEPS = ".sweeps"

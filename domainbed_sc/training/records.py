@@ -28,7 +28,8 @@ SWEEPS = ".sweeps"
 
 
 def positive_int(value: Any, name: str) -> int:
-    """Run lengths must be positive: a run of 0 or -5 steps would "finish" untrained."""
+    """Run lengths must be positive (a run of 0 or -5 steps would "finish" untrained); sweep
+    counts and SLURM resources too."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(f"{name} must be a positive integer (got {value!r})")
     return value

@@ -7,6 +7,7 @@ A ``UserError`` anywhere becomes one line on stderr and exit status 2, without a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import pkgutil
@@ -15,6 +16,7 @@ from typing import Any
 
 from .errors import UserError
 
+
 def json_arg(text: str) -> Any:
     try:
         return json.loads(text)
@@ -22,20 +24,61 @@ def json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {text!r} ({exc.msg})") from None
 
 
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def run_fields() -> list[tuple[str, Any, Any]]:
+    """(name, default or MISSING, RunField) of every ``RunArgs`` field, in declaration order."""
+    from .training.records import RunArgs
+
+    out = []
+    for f in dataclasses.fields(RunArgs):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out.append((f.name, default, f.metadata["run"]))
+    return out
+
+
 def add_run_arguments(p: argparse.ArgumentParser, many_seeds: bool = False) -> None:
-    """The RunArgs flags; ``many_seeds``: trial and data seeds take lists (one run per seed)."""
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--algorithm", default="ERM")
-    p.add_argument("--dataset-args", type=json_arg, default={}, help='JSON, e.g. \'{"n_backgrounds": 8}\'')
-    p.add_argument("--hparams", type=json_arg, default={}, help='JSON overrides, e.g. \'{"lr": 0.005}\'')
-    p.add_argument("--hparams-seed", type=int, default=0)
-    seeds = dict(nargs="+", default=[0]) if many_seeds else dict(default=0)
-    p.add_argument("--trial-seed", type=int, **seeds)
-    p.add_argument("--data-seed", type=int, **seeds)
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int)
-    length.add_argument("--epochs", type=float)
-    p.add_argument("--checkpoint-freq", type=int, help="steps between evaluations (default: an epoch)")
+    """A flag per ``RunArgs`` field, from its ``RunField``; ``many_seeds``: the seed fields take
+    lists (one run per seed)."""
+    groups: dict[str, Any] = {}
+    for name, default, meta in run_fields():
+        kw: dict[str, Any] = {"help": meta.help.replace("%", "%%")}
+        if meta.kind == "flag":
+            kw["action"] = "store_true"
+        else:
+            kw["type"] = json_arg if meta.kind == "json" else meta.parse
+            if default is dataclasses.MISSING:
+                kw["required"] = True
+            else:
+                kw["default"] = [default] if many_seeds and meta.seeds else default
+            if many_seeds and meta.seeds:
+                kw["nargs"] = "+"
+        if meta.exclusive is not None and meta.exclusive not in groups:
+            groups[meta.exclusive] = p.add_mutually_exclusive_group()
+        groups.get(meta.exclusive, p).add_argument(flag(name), **kw)
+
+
+def run_args(a: argparse.Namespace, **given: Any):
+    """The ``RunArgs`` that ``add_run_arguments``' flags parsed to; ``given`` replaces fields."""
+    from .training.records import RunArgs
+
+    return RunArgs(**{name: given.get(name, getattr(a, name)) for name, _, _ in run_fields()})
+
+
+def run_flags(args) -> list[str]:
+    """The flags that ``add_run_arguments`` parses back to ``args`` (a ``RunArgs``); empty and
+    unset fields are left out."""
+    out: list[str] = []
+    for name, _, meta in run_fields():
+        value = getattr(args, name)
+        if value is None or value is False or (meta.kind == "json" and not value):
+            continue
+        out.append(flag(name))
+        if meta.kind != "flag":
+            out.append(json.dumps(value) if meta.kind == "json" else str(value))
+    return out
 
 
 def add_env_arguments(p: argparse.ArgumentParser) -> None:

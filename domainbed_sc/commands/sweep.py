@@ -7,17 +7,9 @@ ones; ``status`` counts jobs per state and lists them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from ..cli import add_env_arguments, eval_options
-
-
-def key_value(text: str) -> tuple[str, str | bool]:
-    key, sep, value = text.partition("=")
-    if not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY, got {text!r}")
-    return key, value if sep else True
 
 
 def default_launcher() -> tuple[str, str]:
@@ -31,39 +23,16 @@ def default_launcher() -> tuple[str, str]:
     return "parallel", "the default without a GPU: one single-threaded worker per core"
 
 
-def launcher_text(launcher) -> str:
-    from ..sweep.launchers import ParallelLauncher, worker_threads
-
-    if not isinstance(launcher, ParallelLauncher):
-        return launcher.name
-    threads = worker_threads(launcher.workers)
-    return f"parallel, {launcher.workers} workers x {threads} thread{'s' * (threads > 1)}"
-
-
 def make_launcher(a: argparse.Namespace, sweep, output_root: Path):
+    """The registered launcher named by --launcher (or --dry-run), from its own options."""
     from ..errors import UserError
-    from ..sweep import launchers
-    from ..sweep.spec import parse_minutes
+    from ..sweep.launchers import LAUNCHERS
 
-    name = "dry" if a.dry_run else a.launcher
     if a.pack < 1:
         raise UserError(f"--pack must be at least 1, got {a.pack}")
-    if name == "local":
-        return launchers.LocalLauncher(a.pack)
-    if name == "parallel":
-        if a.workers is not None and a.workers < 1:
-            raise UserError(f"--workers must be at least 1, got {a.workers}")
-        return launchers.ParallelLauncher(a.workers, a.pack)
-    if name == "dry":
-        return launchers.DryLauncher()
-    if a.max_requeues is not None and a.max_requeues < 0:
-        raise UserError(f"--max-requeues must be at least 0, got {a.max_requeues}")
-    flags = {"partition": a.partition, "gpus": a.gpus, "cpus": a.cpus, "mem": a.mem,
-             "array_parallelism": a.array_parallelism, "max_requeues": a.max_requeues,
-             "time": None if a.time is None else parse_minutes(a.time)}
-    resources = dataclasses.replace(sweep.resources, **{k: v for k, v in flags.items() if v is not None},
-                                    sbatch={**sweep.resources.sbatch, **dict(a.sbatch)})
-    return launchers.SlurmLauncher(resources, output_root / ".submitit", sweep.name, a.pack)
+    cls = LAUNCHERS.get("dry" if a.dry_run else a.launcher)
+    options = {option.dest: option.value(a) for option in cls.options}
+    return cls.from_options(options, a.pack, sweep, output_root)
 
 
 def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
@@ -81,9 +50,9 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
     if a.launcher is None and not a.dry_run:
         a.launcher, why = default_launcher()
     launcher = make_launcher(a, sweep, root)
-    if not (a.dry_run or a.launcher == "dry"):
+    if launcher.runs_jobs:
         write_manifest(sweep.name, sweep.selection, jobs, sweep.patience)
-    print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}; launcher {launcher_text(launcher)} "
+    print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}; launcher {launcher.describe()} "
           f"({why})", flush=True)
     env = JobEnv(resolve_data_dir(a.data_dir), a.device, **eval_options(a))
     result = launch_jobs(jobs, launcher, env, failed_only)
@@ -118,24 +87,22 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _launch_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
     add_env_arguments(p)
-    p.add_argument("--launcher", choices=("local", "parallel", "slurm", "dry"),
-                   help="default: parallel (one 1-thread worker per core) without a GPU, else local")
+    from ..sweep.launchers import LAUNCHERS
+
+    kinds = [LAUNCHERS.get(name) for name in LAUNCHERS.names()]
+    p.add_argument("--launcher", choices=LAUNCHERS.names(),
+                   help="; ".join(f"{k.name}: {k.description}" for k in kinds) +
+                   " (default: parallel, one 1-thread worker per core, without a GPU, else local)")
     p.add_argument("--dry-run", action="store_true", help="print what would run (= --launcher dry)")
-    p.add_argument("--workers", type=int, help="parallel: worker processes (default: CPU cores)")
     p.add_argument("--pack", type=int, default=1, metavar="K",
                    help="train up to K jobs that differ only in their seeds as one vmapped process "
-                        "(local, parallel, slurm; jobs that cannot be packed run alone)")
-    slurm = p.add_argument_group("slurm (override the sweep file's resources)")
-    slurm.add_argument("--partition")
-    slurm.add_argument("--time", help="per job: minutes or D-HH:MM:SS")
-    slurm.add_argument("--gpus", type=int, help="GPUs per job")
-    slurm.add_argument("--cpus", type=int, help="CPUs per job")
-    slurm.add_argument("--mem", help="memory per job, e.g. 16G")
-    slurm.add_argument("--array-parallelism", type=int, help="max array tasks running at once")
-    slurm.add_argument("--max-requeues", type=int, metavar="N",
-                       help="requeue a job that hits its time limit up to N times (default 100)")
-    slurm.add_argument("--sbatch", type=key_value, action="append", default=[], metavar="KEY=VAL",
-                       help="extra sbatch option, repeatable (e.g. --sbatch qos=high)")
+                        f"({', '.join(k.name for k in kinds if k.packs)}; jobs that cannot be "
+                        "packed run alone)")
+    for kind in kinds:
+        if kind.options:
+            group = p.add_argument_group(kind.options_title or f"{kind.name} launcher")
+            for option in kind.options:
+                option.add_to(group)
 
 
 def add_parser(sub) -> None:

@@ -4,22 +4,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, add_run_arguments, eval_options
+from ..cli import add_env_arguments, add_run_arguments, eval_options, run_args
+
+
+def print_run_files(out: Path) -> None:
+    """Where a run's log and records go, before it starts: to follow it, or to look after a
+    failure."""
+    from ..training.records import LOG, RESULTS
+
+    print(f"log: {out / LOG}\nrecords: {out / RESULTS}", flush=True)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
     from ..datasets.sources import resolve_data_dir
-    from ..training.records import RESULTS, RunArgs, read_records
+    from ..training.records import RESULTS, read_records
     from ..training.trainer import RunOptions, check_run, train
 
-    args = RunArgs(dataset=a.dataset, algorithm=a.algorithm, dataset_args=a.dataset_args,
-                   hparams=a.hparams, hparams_seed=a.hparams_seed, trial_seed=a.trial_seed,
-                   data_seed=a.data_seed, steps=a.steps, epochs=a.epochs,
-                   checkpoint_freq=a.checkpoint_freq, hparams_per_trial=a.hparams_per_trial)
+    args = run_args(a)
     check_run(args)  # before its directory name is made from the arguments
     out = Path(a.output_dir) if a.output_dir else Path(a.output_root) / args.dir_name()
     opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet,
                       **eval_options(a))
+    print_run_files(out)
     out = train(args, opts)
     last = list(read_records(out / RESULTS))[-1]
     print(f"output: {out}")
@@ -33,9 +39,6 @@ def cmd_train(a: argparse.Namespace) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train one run (resumes if its output dir has a checkpoint)")
     add_run_arguments(p)
-    p.add_argument("--hparams-per-trial", action="store_true",
-                   help="DomainBed's search: draw hparams from (hparams seed, trial seed), "
-                        "not from the hparams seed alone")
     add_env_arguments(p)
     p.add_argument("--output-dir", help="exact output dir (default: OUTPUT_ROOT/<name>-<hash>)")
     p.add_argument("--output-root", default="runs")

@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, add_run_arguments, eval_options
+from ..cli import add_env_arguments, add_run_arguments, eval_options, run_args
 from ..errors import UserError
+from .train import print_run_files
 
 
 def pack_members(a: argparse.Namespace):
     from ..datasets.sources import resolve_data_dir
-    from ..training.records import RunArgs
     from ..training.trainer import RunOptions
 
     trials, datas = a.trial_seed, a.data_seed
@@ -28,10 +28,7 @@ def pack_members(a: argparse.Namespace):
     data_dir = resolve_data_dir(a.data_dir)
     members = []
     for trial, data in zip(trials, datas):
-        args = RunArgs(dataset=a.dataset, algorithm=a.algorithm, dataset_args=a.dataset_args,
-                       hparams=a.hparams, hparams_seed=a.hparams_seed, trial_seed=trial,
-                       data_seed=data, steps=a.steps, epochs=a.epochs,
-                       checkpoint_freq=a.checkpoint_freq)
+        args = run_args(a, trial_seed=trial, data_seed=data)
         opts = RunOptions(Path(a.output_root) / args.dir_name(), data_dir, a.device,
                           progress=not a.quiet, **eval_options(a))
         members.append((args, opts))
@@ -42,7 +39,10 @@ def cmd_train_packed(a: argparse.Namespace) -> None:
     from ..training.packed import train_packed
     from ..training.records import RESULTS, read_records
 
-    for out in train_packed(pack_members(a)):
+    members = pack_members(a)
+    for _, opts in members:
+        print_run_files(opts.output_dir)
+    for out in train_packed(members):
         last = list(read_records(out / RESULTS))[-1]
         accs = "  ".join(f"{split} {m['acc']:.4f}" for split, m in last["metrics"].items())
         print(f"{out}  step {last['step']}  wall {last['wall_time']:.1f}s  {accs}")

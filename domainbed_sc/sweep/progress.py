@@ -13,7 +13,7 @@ import sys
 from tqdm import tqdm
 
 from ..training.records import RESULTS, read_records
-from .jobs import Job, Outcome
+from .jobs import Job, Outcome, read_state
 from .status import JobStatus
 
 MEASURED = (Outcome.RAN, Outcome.FAILED)  # jobs that did the work (done/claimed ones took none)
@@ -34,6 +34,15 @@ def duration(seconds: float | None) -> str:
     return "ETA " + (f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def report(job: Job, outcome: Outcome, seconds: float) -> None:
+    """One line per finished job; a failed one with its error."""
+    detail = ""
+    if outcome is Outcome.FAILED:
+        state = read_state(job.dir)
+        detail = f": {state.error}" if state else ""
+    print(f"{outcome.value:>17}  {job.name}  ({seconds:.1f} s){detail}", flush=True)
+
+
 class LaunchProgress:
     """The bar over a launch's jobs; ``unit_done`` prints each job's line above it."""
 
@@ -47,8 +56,6 @@ class LaunchProgress:
                         postfix=self.eta, disable=None)
 
     def unit_done(self, unit: list[Job], outcomes: list[Outcome], seconds: float) -> None:
-        from .launchers import report
-
         for job, outcome in zip(unit, outcomes):
             with self.bar.external_write_mode():
                 report(job, outcome, seconds)

@@ -29,6 +29,7 @@ loading any data, so a typo fails before a thousand jobs are submitted.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -39,7 +40,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ..errors import UserError
-from ..training.records import RunArgs
+from ..training.records import RunArgs, positive_int
 
 
 class _Loader(yaml.SafeLoader):
@@ -76,10 +77,10 @@ class Resources:
             values["mem"] = str(values["mem"])
         for key in ("cpus", "array_parallelism", "signal_delay_s"):
             if key in values:
-                _positive_int(values[key], f"{where}.{key}")
+                positive_int(values[key], f"{where}.{key}")
         for key in ("gpus", "max_requeues"):  # 0 allowed
             if key in values and values[key] != 0:
-                _positive_int(values[key], f"{where}.{key}")
+                positive_int(values[key], f"{where}.{key}")
         values["sbatch"] = _mapping(values.get("sbatch"), f"{where}.sbatch")
         return cls(**values)
 
@@ -131,13 +132,11 @@ class Sweep:
     n_hparams: int = 1
     trial_seeds: list[int] = field(default_factory=lambda: [0])
     data_seeds: list[int] | str = field(default_factory=lambda: [0])
-    steps: int | None = None
-    epochs: float | None = None
-    checkpoint_freq: int | None = None
+    #: the ``RUN_KEYS`` the file sets (steps, epochs, ...): the same ``RunArgs`` field of every job
+    run: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     selection: list[str] = field(default_factory=list)  # collect's methods for these runs
     patience: int | None = None  # collect's early-stopping replay (epochs) for these runs
-    hparams_per_trial: bool = False  # RunArgs.hparams_per_trial of every job
 
     def seed_pairs(self) -> list[tuple[int, int]]:
         if self.data_seeds == "trial":
@@ -161,9 +160,10 @@ class Sweep:
                     for point in grid_points({**self.grid, **alg.grid}):
                         hparams = {**self.hparams, **ds.hparams, **alg.hparams, **point}
                         for hseed, (trial, data) in itertools.product(range(draws), self.seed_pairs()):
-                            args = RunArgs(ds.name, alg.name, dict(ds_args), dict(hparams), hseed,
-                                           trial, data, self.steps, self.epochs, self.checkpoint_freq,
-                                           self.hparams_per_trial)
+                            args = RunArgs(dataset=ds.name, algorithm=alg.name,
+                                           dataset_args=dict(ds_args), hparams=dict(hparams),
+                                           hparams_seed=hseed, trial_seed=trial, data_seed=data,
+                                           **self.run)
                             out.setdefault(args.run_id(), args)
         return list(out.values())
 
@@ -179,9 +179,10 @@ def grid_points(grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
 
 
 # -- parsing ---------------------------------------------------------------------------------
+#: ``RunArgs`` fields a sweep sets once for all its jobs, under the field's own name
+RUN_KEYS = {f.name: f.metadata["run"] for f in dataclasses.fields(RunArgs) if f.metadata["run"].per_sweep}
 TOP_KEYS = {"datasets", "algorithms", "hparams", "grid", "n_hparams", "trial_seeds", "data_seeds",
-            "steps", "epochs", "checkpoint_freq", "resources", "selection", "patience",
-            "hparams_per_trial"}
+            "resources", "selection", "patience", *RUN_KEYS}
 DATASET_KEYS = {"name", "dataset_args", "grid", "hparams"}
 ALGORITHM_KEYS = {"name", "hparams", "grid", "n_hparams"}
 
@@ -221,8 +222,6 @@ def parse_sweep(raw: Any, name: str) -> Sweep:
     for key in ("datasets", "algorithms"):
         if not raw.get(key):
             raise UserError(f"the sweep needs a non-empty {key!r} list")
-    if raw.get("steps") is not None and raw.get("epochs") is not None:
-        raise UserError("give steps or epochs, not both")
     data_seeds = raw.get("data_seeds", [0])
     if data_seeds != "trial":
         data_seeds = _int_list(data_seeds, "data_seeds")
@@ -232,17 +231,31 @@ def parse_sweep(raw: Any, name: str) -> Sweep:
         algorithms=[_algorithm_entry(e, i) for i, e in enumerate(_list(raw["algorithms"], "algorithms"))],
         hparams=_mapping(raw.get("hparams"), "hparams"),
         grid=_grid(raw.get("grid"), "grid"),
-        n_hparams=_positive_int(raw.get("n_hparams", 1), "n_hparams"),
+        n_hparams=positive_int(raw.get("n_hparams", 1), "n_hparams"),
         trial_seeds=_int_list(raw.get("trial_seeds", [0]), "trial_seeds"),
         data_seeds=data_seeds,
-        steps=_optional(raw, "steps", _positive_int),
-        epochs=_optional(raw, "epochs", _positive_number),
-        checkpoint_freq=_optional(raw, "checkpoint_freq", _positive_int),
+        run=_run_keys(raw),
         resources=Resources.parse(raw.get("resources"), "resources"),
         selection=_selection(raw.get("selection")),
-        patience=_optional(raw, "patience", _positive_int),
-        hparams_per_trial=_bool(raw.get("hparams_per_trial", False), "hparams_per_trial"),
+        patience=_optional(raw, "patience", positive_int),
     )
+
+
+def _run_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """The ``RUN_KEYS`` the file gives (null = not given), each checked by its field's own check,
+    and at most one of each ``exclusive`` set (steps or epochs)."""
+    given = {key: raw[key] for key in RUN_KEYS if raw.get(key) is not None}
+    for key, value in given.items():
+        if RUN_KEYS[key].check is not None:
+            RUN_KEYS[key].check(value, key)
+    exclusive: dict[str, list[str]] = {}
+    for key in given:
+        if RUN_KEYS[key].exclusive is not None:
+            exclusive.setdefault(RUN_KEYS[key].exclusive, []).append(key)
+    for keys in exclusive.values():
+        if len(keys) > 1:
+            raise UserError(f"give {' or '.join(keys)}, not both")
+    return given
 
 
 def _selection(raw: Any) -> list[str]:
@@ -280,7 +293,7 @@ def _dataset_entry(raw: Any, i: int) -> DatasetEntry:
 def _algorithm_entry(raw: Any, i: int) -> AlgorithmEntry:
     where = f"algorithms[{i}]"
     e = _entry(raw, ALGORITHM_KEYS, where)
-    n = None if e.get("n_hparams") is None else _positive_int(e["n_hparams"], f"{where}.n_hparams")
+    n = None if e.get("n_hparams") is None else positive_int(e["n_hparams"], f"{where}.n_hparams")
     return AlgorithmEntry(e["name"], _mapping(e.get("hparams"), f"{where}.hparams"),
                           _grid(e.get("grid"), f"{where}.grid"), n)
 
@@ -315,24 +328,6 @@ def _grid(raw: Any, where: str) -> dict[str, list[Any]]:
 
 def _optional(raw: dict[str, Any], key: str, check: Callable[[Any, str], Any]) -> Any:
     return None if raw.get(key) is None else check(raw[key], key)
-
-
-def _positive_int(raw: Any, where: str) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
-        raise UserError(f"{where} must be a positive integer, got {raw!r}")
-    return raw
-
-
-def _bool(raw: Any, where: str) -> bool:
-    if not isinstance(raw, bool):
-        raise UserError(f"{where} must be true or false, got {raw!r}")
-    return raw
-
-
-def _positive_number(raw: Any, where: str) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not raw > 0:
-        raise UserError(f"{where} must be a positive number, got {raw!r}")
-    return raw
 
 
 def _int_list(raw: Any, where: str) -> list[int]:

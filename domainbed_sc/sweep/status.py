@@ -10,11 +10,12 @@ the error's last line), ``done``.
   ended it at its time limit with no requeue left or on a node failure; the next launch resumes
   it from its checkpoint;
 * ``failed``: the job raised, or SLURM ended it without ``done`` otherwise (cancelled, out of
-  memory, ...);
+  memory, ...); shown with the last line of its log, which says how far it got;
 * ``not launched``: no launcher touched it, or its launcher died before starting it.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ..training.records import DONE, RESULTS, read_records
+from ..training.records import DONE, LOG, RESULTS, read_records
 from ..training.run_dir import pid_alive
 from .jobs import Job, JobState, is_claimed, read_state
 
@@ -45,6 +46,7 @@ class JobStatus:
     error: str | None = None
     step: int | None = None  # last recorded step
     total: int | None = None  # steps the run will take (None until known)
+    log: str | None = None  # a failed job's last log line: how far it got
 
     @property
     def progress(self) -> str:
@@ -64,6 +66,18 @@ def progress(job: Job) -> tuple[int | None, int | None]:
         return last["step"], job.args.steps
     epochs = job.args.epochs if job.args.epochs is not None else 1.0
     return last["step"], max(1, round(epochs * last["step"] / last["epoch"])) if last["epoch"] else None
+
+
+def last_log_line(job: Job, tail: int = 4096) -> str | None:
+    """The last non-empty line of the job's log (read from its last ``tail`` bytes only: a long
+    run's log is large), or None without one."""
+    try:
+        with open(job.dir / LOG, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - tail))
+            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1].strip() if lines else None
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
@@ -133,7 +147,8 @@ def job_statuses(jobs: list[Job]) -> list[JobStatus]:
         rec = recorded[job.dir]
         state, error = job_state(job, rec, slurm)
         step, total = progress(job)
-        out.append(JobStatus(job, state, rec.job_id if rec else None, error, step, total))
+        log = last_log_line(job) if state == "failed" else None
+        out.append(JobStatus(job, state, rec.job_id if rec else None, error, step, total, log))
     return out
 
 
@@ -143,7 +158,12 @@ def counts(statuses: list[JobStatus]) -> dict[str, int]:
 
 def format_status(statuses: list[JobStatus], max_error: int = 100) -> str:
     summary = ", ".join(f"{state} {n}" for state, n in counts(statuses).items() if n)
+    headers = ["job", "state", "step", "job id", "error"]
     rows = [[s.job.name, s.state, s.progress, s.job_id or "", (s.error or "")[:max_error]]
             for s in statuses]
-    table = tabulate(rows, headers=["job", "state", "step", "job id", "error"], disable_numparse=True)
+    if any(s.log for s in statuses):  # a column only when some failed job left a log
+        headers.append("last log line")
+        for row, s in zip(rows, statuses):
+            row.append((s.log or "")[:max_error])
+    table = tabulate(rows, headers=headers, disable_numparse=True)
     return f"{len(statuses)} jobs: {summary}\n{table}"

@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..cache import atomic_write_bytes, disk_full_is_user_error, stable_hash
 from ..errors import UserError
@@ -21,41 +21,88 @@ from ..errors import UserError
 RESULTS = "results.jsonl"
 CHECKPOINT = "checkpoint.pt"
 DONE = "done"
+LOG = "log.txt"  # the trainer's log: a line per evaluation
 #: ``<output root>/.sweeps/<sweep>.json``: a sweep's ``selection`` and the job dirs it launched
 #: there (written by ``sweep launch``, read by ``collect``)
 SWEEPS = ".sweeps"
 
 
+def positive_int(value: Any, name: str) -> int:
+    """Run lengths must be positive (a run of 0 or -5 steps would "finish" untrained); sweep
+    counts and SLURM resources too."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"{name} must be a positive integer (got {value!r})")
+    return value
+
+
+def positive_number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise UserError(f"{name} must be a positive number (got {value!r})")
+    return value
+
+
+def boolean(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false (got {value!r})")
+    return value
+
+
+@dataclass(frozen=True)
+class RunField:
+    """What the rest of the suite reads about one ``RunArgs`` field: ``train``'s flag is derived
+    from it (``cli.add_run_arguments``), so are a job's command line (``cli.run_flags``) and, for
+    ``per_sweep`` fields, the sweep file's key of the same name (``sweep.spec``)."""
+
+    help: str
+    kind: str = "value"  # "value": --flag VALUE, parsed by ``parse``; "json": --flag JSON; "flag": --flag
+    parse: Callable[[str], Any] | None = None  # the flag's text -> value (kind "value")
+    check: Callable[[Any, str], Any] | None = None  # (value, name) -> value, or a UserError
+    seeds: bool = False  # ``train-packed`` takes a list (one run per seed)
+    per_sweep: bool = False  # a top-level sweep key, the same for every job of the sweep
+    exclusive: str | None = None  # fields sharing this name may not both be given
+
+
+def run_field(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A ``RunArgs`` field with its ``RunField``; a dict default is a fresh dict per run."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"run": RunField(**meta)})
+    return field(default=default, metadata={"run": RunField(**meta)})
+
+
 @dataclass
 class RunArgs:
-    """The scientific arguments of one run; their hash names its output directory."""
+    """The scientific arguments of one run; their hash names its output directory.
 
-    dataset: str
-    algorithm: str = "ERM"
-    dataset_args: dict[str, Any] = field(default_factory=dict)
-    hparams: dict[str, Any] = field(default_factory=dict)  # fixed overrides of the drawn values
-    hparams_seed: int = 0
-    trial_seed: int = 0
-    data_seed: int = 0
-    steps: int | None = None
-    epochs: float | None = None
-    checkpoint_freq: int | None = None  # steps; default one epoch (or 100 steps with --steps)
+    This is the one declaration of a run's fields: each field's ``RunField`` says how ``train``
+    takes it, how a job's command line gives it and whether a sweep file sets it."""
+
+    dataset: str = run_field(help="a registered dataset", parse=str)
+    algorithm: str = run_field("ERM", help="a registered algorithm (default ERM)", parse=str)
+    dataset_args: dict[str, Any] = run_field({}, kind="json", help='JSON, e.g. \'{"n_backgrounds": 8}\'')
+    #: fixed overrides of the drawn values
+    hparams: dict[str, Any] = run_field({}, kind="json", help='JSON overrides, e.g. \'{"lr": 0.005}\'')
+    hparams_seed: int = run_field(0, help="which random hparams draw (0: the defaults)", parse=int)
+    trial_seed: int = run_field(0, help="seed of the model and training", parse=int, seeds=True)
+    data_seed: int = run_field(0, help="seed of the data (splits, sampling)", parse=int, seeds=True)
+    steps: int | None = run_field(None, help="training steps", parse=int, check=positive_int,
+                                  per_sweep=True, exclusive="length")
+    epochs: float | None = run_field(None, help="training epochs", parse=float, check=positive_number,
+                                     per_sweep=True, exclusive="length")
+    #: steps; default one epoch (or 100 steps with --steps)
+    checkpoint_freq: int | None = run_field(None, help="steps between evaluations (default: an epoch)",
+                                            parse=int, check=positive_int, per_sweep=True)
     #: DomainBed's search: each trial seed draws its own hparams and selects among them (see
     #: ``trainer.draw_seed``); False, the suite's default, shares each draw across trial seeds
-    hparams_per_trial: bool = False
+    hparams_per_trial: bool = run_field(
+        False, kind="flag", check=boolean, per_sweep=True,
+        help="DomainBed's search: draw hparams from (hparams seed, trial seed), not from the "
+             "hparams seed alone")
 
     def __post_init__(self) -> None:
-        """Run lengths must be positive: a run of 0 or -5 steps would "finish" untrained."""
-        for name in ("steps", "checkpoint_freq"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise UserError(f"{name} must be a positive integer (got {value!r})")
-        epochs = self.epochs
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
-                                   or not 0 < epochs < math.inf):
-            raise UserError(f"epochs must be a positive number (got {epochs!r})")
-        if not isinstance(self.hparams_per_trial, bool):
-            raise UserError(f"hparams_per_trial must be true or false (got {self.hparams_per_trial!r})")
+        for f in dataclasses.fields(self):
+            value, check = getattr(self, f.name), f.metadata["run"].check
+            if check is not None and value is not None:
+                check(value, f.name)
 
     def as_dict(self) -> dict[str, Any]:
         """The arguments; ``hparams_per_trial`` only where set, so that runs from before it

@@ -36,6 +36,11 @@ def _backbones():
     return FEATURIZERS
 
 
+def _launchers():
+    from ..sweep.launchers import LAUNCHERS
+    return LAUNCHERS
+
+
 def _labels(names) -> str:
     return ", ".join(sorted(names)) or "-"
 
@@ -44,6 +49,7 @@ KINDS: dict[str, Kind] = {
     "algorithms": Kind(_algorithms, "requires", lambda cls: _labels(cls.requires)),
     "datasets": Kind(_datasets, "provides", lambda cls: _labels(cls.provides)),
     "backbones": Kind(_backbones, "", lambda fn: ""),
+    "launchers": Kind(_launchers, "options", lambda cls: " ".join(o.flag for o in cls.options) or "-"),
 }
 
 

@@ -18,7 +18,9 @@ setup(
         "tqdm",
         "pyyaml",
         "matplotlib",
+        "scipy",
+        "torchmetrics",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest", "scikit-learn"]},
     entry_points={"console_scripts": ["domainbed-sc=domainbed_sc.cli:main"]},
 )

@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -532,3 +533,20 @@ def test_collects_real_toy_runs(run_toy, tmp_path):
     assert len(rows) == 4  # 2 optimizer cells × 2 methods, each with n = 2 runs
     assert all("| 2 " in row and "[" in row for row in rows)
     assert "Collected 4 finished runs (8 checkpoint records)" in out
+
+
+def test_default_is_one_selection_with_definitions_once_and_all_shows_every_method(tmp_path):
+    """No sweep file names a selection: the first default alone; its tables (a dataset table
+    and a summary across datasets) define each metric and the cells once."""
+    for dataset in ({**TOY, "args": {"variant": "a"}}, {**TOY, "args": {"variant": "b"}}):
+        write_run(tmp_path, [record(1, dataset=dataset, val=(0.8, 0.6), test=(0.7, 0.5))])
+    code, out, _ = run_cli(tmp_path)
+    assert code == 0
+    assert re.findall(r"^# Selection: (\S+)", out, re.M) == ["last"]
+    assert "## Summary: WGA" in out and out.count("WGA (worst-group accuracy): the minimum") == 1
+    assert out.count("Cells: mean ± std") == 1 and out.count("WGA = WGA on test") == 2
+    assert "`--selection all` shows every method" in out
+    code, out, _ = run_cli(tmp_path, "--selection", "all")
+    assert code == 0
+    assert re.findall(r"^# Selection: (\S+)", out, re.M) == list(METHODS)
+    assert "not applicable" not in out.split("# Selection: ")[1]  # last applies to every run

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .methods import Method, parse_methods
+from .methods import METHODS, Method, parse_methods
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,18 @@ class EarlyStopping:
                 f"a gain above {self.min_delta:g} in the checkpoint score.")
 
 
+#: ``--selection all``: every registered method, over every run
+ALL = "all"
+
+
 def plan(records: pd.DataFrame, text: str | None, default: str) -> list[tuple[Method, pd.DataFrame]]:
-    """(method, the records it selects among).  With ``text`` (--selection): every method over
-    every run.  Without it, each run gets the methods its sweep file names (``default`` where
-    none names any), and each method is shown over the runs that get it: runs of sweeps that name
-    different selections are each shown under their own (METHODS §P.4: each paper its own)."""
+    """(method, the records it selects among).  With ``text`` (--selection): every method named
+    (``all``: every registered one) over every run.  Without it, each run gets the methods its
+    sweep file names (``default`` where none names any), and each method is shown over the runs
+    that get it: runs of sweeps that name different selections are each shown under their own
+    (METHODS §P.4: each paper its own)."""
     if text is not None:
-        return [(m, records) for m in parse_methods(text)]
+        return [(m, records) for m in parse_methods(",".join(METHODS) if text == ALL else text)]
     wanted = records["sweep_selection"].where(records["sweep_selection"] != "", default).str.split(",")
     order = dict.fromkeys(name for names in wanted for name in names)
     return [(m, records[wanted.map(lambda names, n=name: n in names)])

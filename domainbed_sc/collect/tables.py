@@ -8,7 +8,7 @@ dataset-args grid).  Cells are mean ± std over the runs, or the 95% t interval,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -184,16 +184,22 @@ def summary_table(agg: pd.DataFrame, metric: Column, ci: bool) -> Table | None:
     return Table(["algorithm", *columns], rows)
 
 
-def column_docs(agg: pd.DataFrame, shown: list[Column]) -> str:
-    """Which metric on which split each column is, then each metric's definition, once."""
-    if not shown:
-        return ""
-    docs = [metric_doc(agg, m) for m in shown]
-    return "Columns: " + "; ".join(docs) + ". " + definitions(shown)
+@dataclass
+class Notes:
+    """The text under a document's tables: under each, which metric on which split each column
+    is; each metric's definition and what the cells hold only under the first table that needs
+    them, so a document defines everything once."""
 
+    cells: str  # cells_doc, until printed
+    defined: set = field(default_factory=set)  # the metric classes already defined
 
-def definitions(shown: list[Column]) -> str:
-    return " ".join(m.describe() for m in dict.fromkeys(c.metric for c in shown))
+    def under(self, agg: pd.DataFrame, shown: list[Column]) -> str:
+        new = [m for m in dict.fromkeys(c.metric for c in shown) if m not in self.defined]
+        self.defined.update(new)
+        docs = ["Columns: " + "; ".join(metric_doc(agg, c) for c in shown) + "."] if shown else []
+        docs += [m.describe() for m in new] + [self.cells]
+        self.cells = ""
+        return " ".join(filter(None, docs))
 
 
 def metric_doc(agg: pd.DataFrame, m: Column) -> str:
@@ -258,7 +264,7 @@ class Section:
 
 def render(sections: list[Section], fmt: Format, metrics: list[Column],
            summary_metrics: list[Column], ci: bool, exclude_dead: bool, footer: str) -> str:
-    blocks = []
+    blocks, notes = [], Notes(cells_doc(ci, exclude_dead))
     for sec in sections:
         method = sec.selected.method
         blocks += [fmt.heading(1, f"Selection: {method.name} — {method.label}"),
@@ -267,28 +273,27 @@ def render(sections: list[Section], fmt: Format, metrics: list[Column],
             blocks.append(fmt.text("No runs."))
             continue
         for dataset, agg in sec.agg.groupby("dataset", sort=False):
-            blocks += dataset_blocks(str(dataset), agg, fmt, metrics, ci, exclude_dead)
+            blocks += dataset_blocks(str(dataset), agg, fmt, metrics, ci, notes)
             blocks += remarks(agg, method, fmt)
         for metric in summary_metrics:
             table = summary_table(sec.agg, metric, ci)
             if table is not None and len(table.headers) > 2:  # one column repeats the table above
                 blocks += [fmt.heading(2, f"Summary: {metric.label}"), fmt.table(table),
-                           fmt.text(column_docs(sec.agg, [metric]) + " "
-                                    + cells_doc(ci, exclude_dead))]
+                           fmt.text(notes.under(sec.agg, [metric]))]
     blocks.append(fmt.text(footer))
     return "\n\n".join(blocks) + "\n"
 
 
 def dataset_blocks(dataset: str, agg: pd.DataFrame, fmt: Format, metrics: list[Column],
-                   ci: bool, exclude_dead: bool) -> list[str]:
+                   ci: bool, notes: Notes) -> list[str]:
     blocks = [fmt.heading(2, dataset)]
-    notes = sorted(set(agg["note"]) - {""})
+    na = sorted(set(agg["note"]) - {""})
     if (agg["note"] != "").all():
-        return blocks + [fmt.text(f"{'; '.join(notes)} ({dataset}).")]
+        return blocks + [fmt.text(f"{'; '.join(na)} ({dataset}).")]
     table, shown = dataset_table(agg, metrics, ci)
-    docs = [column_docs(agg, shown), cells_doc(ci, exclude_dead)]
-    if notes:
-        docs.append("n/a rows: " + "; ".join(notes) + ".")
+    docs = [notes.under(agg, shown)]
+    if na:
+        docs.append("n/a rows: " + "; ".join(na) + ".")
     return blocks + [fmt.table(table), fmt.text(" ".join(filter(None, docs)))]
 
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_SELECTION = "last,training_domain_val,oracle"
+DEFAULT_SELECTION = "last"
 DEFAULT_METRICS = "id_acc,ood_acc,wga,acc_adj"
 DEFAULT_SUMMARY = "ood_acc,wga"
 
@@ -15,7 +15,7 @@ def cmd_collect(a: argparse.Namespace) -> None:
     from ..collect import methods, plots, reader, selection, tables
     from ..errors import UserError
 
-    if a.selection is not None:
+    if a.selection not in (None, selection.ALL):
         methods.parse_methods(a.selection)  # a typo fails before the runs are read
     metrics = tables.parse_metrics(a.metric)
     summary_metrics = tables.parse_metrics(a.summary_metric)
@@ -36,9 +36,11 @@ def cmd_collect(a: argparse.Namespace) -> None:
         sections.append(tables.Section(selected, tables.aggregate(selected, wanted, a.exclude_dead)))
     footer = (f"Collected {records['run'].nunique()} finished runs ({len(records)} checkpoint "
               f"records) from {', '.join(a.dirs)}. {collection.skipped.summary()}.")
-    if a.selection is None and (records["sweep_selection"] != "").any():
+    if a.selection is None:
+        named = (records["sweep_selection"] != "").any()
         footer += (f" Selection: each sweep file's own (its `selection:`), for runs of no such "
-                   f"sweep {DEFAULT_SELECTION}.")
+                   f"sweep {DEFAULT_SELECTION}" if named else f" Selection: {DEFAULT_SELECTION} "
+                   f"(no sweep file names one)") + "; `--selection all` shows every method."
     if a.format == "csv":
         text = tables.render_csv(sections, metrics)
         print(footer, file=sys.stderr)
@@ -88,9 +90,10 @@ def add_parser(sub) -> None:
                                    "select checkpoints and hyperparameters, print tables.")
     p.add_argument("dirs", nargs="+", metavar="DIR")
     p.add_argument("--selection",
-                   help=f"comma-separated methods, applied to every run (default: the methods each "
-                        f"run's sweep file names in `selection:`, else {DEFAULT_SELECTION}, each "
-                        f"shown over the runs that name it). Methods: {method_help()}")
+                   help=f"comma-separated methods, applied to every run, or `all` (default: the "
+                        f"methods each run's sweep file names in `selection:`, else "
+                        f"{DEFAULT_SELECTION}, each shown over the runs that name it). Methods: "
+                        f"{method_help()}")
     p.add_argument("--metric", default=DEFAULT_METRICS,
                    help=f"comma-separated table columns (default {DEFAULT_METRICS}): "
                         f"{metric_help()}")

@@ -1,18 +1,19 @@
 """A golden case for every registered selection method and table metric (collect/methods.py
-METHODS and PARAMETRIC, collect/tables.py METRICS), on hand-built records whose right answer is
-known: every method keeps different checkpoints or a different hparams draw, except
-training_domain_val, which is best_val_acc by definition (our val split is the pooled
-training-environment holdout, DomainBed's IID selection).  A registered name without a golden
+METHODS and PARAMETRIC; the table columns of domainbed_sc/metrics.py), on hand-built records
+whose right answer is known: every method keeps different checkpoints or a different hparams
+draw, except training_domain_val, which is best_val_acc by definition (our val split is the
+pooled training-environment holdout, DomainBed's IID selection).  A registered name without a golden
 case fails."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from domainbed_sc.collect.reader import FIELDS, LENGTH, ROLES
+from domainbed_sc.collect.reader import LENGTH, ROLES
 from domainbed_sc.collect.methods import METHODS, PARAMETRIC, parse_methods
 from domainbed_sc.collect.selection import select
-from domainbed_sc.collect.tables import METRICS, aggregate
+from domainbed_sc.collect.tables import aggregate
+from domainbed_sc.metrics import METRICS, columns
 
 # run -> (hparams_seed, num_stages, [(step, stage, val_acc, val_wga, oracle_acc, val worst-class)])
 RUNS = {
@@ -43,7 +44,7 @@ GOLDEN = {
 GOLDEN_PARAMETRIC = {"early_stop_val_acc": (0.98, ({"a": 2, "b": 4}, 1))}
 # metric -> its value (%) at run a's last checkpoint (0.5 elsewhere), each metric its own column
 VALUES = {f"{role}_{field}": 0.01 * (10 * i + j + 1)
-          for i, role in enumerate(ROLES) for j, field in enumerate(FIELDS)}
+          for i, role in enumerate(ROLES) for j, field in enumerate(METRICS)}
 GOLDEN_METRICS = {"id_acc": 21.0, "ood_acc": 31.0, "wga": 32.0, "acc_adj": 34.0,
                   "acc_gmean": 33.0, "id_wga": 22.0, "val_acc": 1.0, "val_wga": 2.0,
                   "worst_class_acc": 35.0, "val_worst_class_acc": 5.0, "balanced_acc": 36.0,
@@ -93,7 +94,7 @@ def test_the_golden_cases_tell_the_methods_apart():
     assert len(set(cases)) == len(cases) - 1
 
 
-@pytest.mark.parametrize("key", list(METRICS))
+@pytest.mark.parametrize("key", list(columns()))
 def test_metric_golden(key):
     if key not in GOLDEN_METRICS:
         pytest.fail(f"metric {key} has no golden case in {__name__}.GOLDEN_METRICS")
@@ -103,5 +104,5 @@ def test_metric_golden(key):
     for column, value in VALUES.items():  # the metric must read the selected checkpoint's
         recs[column] = value
         recs.loc[~last, column] = 0.5
-    table = aggregate(select(recs, METHODS["last"]), [METRICS[key]], exclude_dead=False)
+    table = aggregate(select(recs, METHODS["last"]), [columns()[key]], exclude_dead=False)
     assert table[f"{key}_mean"].iloc[0] == pytest.approx(GOLDEN_METRICS[key])

@@ -39,7 +39,6 @@ from ..metrics import METRICS
 from ..training.records import DONE, RESULTS, SWEEPS, RunArgs
 
 ROLES = ("val", "oracle", "id", "ood")
-FIELDS = tuple(METRICS)
 GROUP_ROLES = ("id", "ood")
 #: run arguments that set how long a run trains and how often it is evaluated (part of a cell)
 LENGTH = ("epochs", "steps", "checkpoint_freq")
@@ -268,7 +267,7 @@ def record_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         split = role_split(ds, role)
         m = (metrics.get(split) or {}) if split else {}
         row[f"{role}_split"] = split
-        row.update({f"{role}_{f}": _number(m.get(f)) for f in FIELDS})
+        row.update({f"{role}_{f}": _number(m.get(f)) for f in METRICS})
         if role in GROUP_ROLES:  # null accuracies (strict JSON NaN) dropped: no such group
             groups = m.get("group_acc")
             row[f"{role}_group_acc"] = None if groups is None else \

@@ -29,12 +29,9 @@ GRID_RUN_ARGS = (*LENGTH, "hparams_per_trial")
 DEAD_ACC = 0.2
 
 
-#: every table column the registered metrics offer (``domainbed_sc.metrics``), by key
-METRICS: dict[str, Column] = columns()
-
-
 def parse_metrics(text: str) -> list[Column]:
-    return parse_names(text, METRICS, "metric")
+    """The table columns named, of those the registered metrics offer (``domainbed_sc.metrics``)."""
+    return parse_names(text, columns(), "metric")
 
 
 # -- aggregation ------------------------------------------------------------------------------

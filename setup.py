@@ -19,6 +19,8 @@ setup(
         "pyyaml",
         "matplotlib",
         "scikit-learn",  # DFR's last-layer logistic regression
+        "scipy",
+        "torchmetrics",
     ],
     extras_require={"test": ["pytest"], "timm": ["timm>=1.0"]},
     entry_points={"console_scripts": ["domainbed-sc=domainbed_sc.cli:main"]},

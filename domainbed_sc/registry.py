@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pkgutil
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Mapping, TypeVar
 
 from .errors import UserError
 
@@ -21,7 +21,8 @@ class Registry(Generic[T]):
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = obj
-            obj.name = name  # type: ignore[attr-defined]
+            if getattr(obj, "name", None) != name:  # frozen entries that carry their own name
+                obj.name = name  # type: ignore[attr-defined]
             return obj
 
         return decorator
@@ -37,7 +38,7 @@ class Registry(Generic[T]):
             yield obj
         finally:
             del self._items[name]
-            if old is not None:
+            if old is not None and old != name:
                 obj.name = old  # type: ignore[attr-defined]
 
     def get(self, name: str) -> T:
@@ -51,6 +52,26 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+    # a registry reads like the name -> entry mapping it holds, in registration order
+    __getitem__ = get
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items))
+
+    def values(self) -> list[T]:
+        return list(self._items.values())
+
+
+def parse_names(text: str, known: Mapping[str, T], kind: str) -> list[T]:
+    """The entries of ``known`` (a registry or a dict) named in a comma-separated flag value, in
+    the order given; every unknown name in one error."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise UserError(f"unknown {kind}(s) {', '.join(unknown) or '(none given)'}; "
+                        f"known: {', '.join(known)}")
+    return [known[n] for n in names]
 
 
 def import_all(package_name: str, package_path: list[str], skip: tuple[str, ...] = ()) -> None:

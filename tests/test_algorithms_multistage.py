@@ -17,7 +17,8 @@ from domainbed_sc.algorithms import ALGORITHMS, TaskInfo
 from domainbed_sc.algorithms.chroma_vae import RECONSTRUCTIONS_PNG, KNNClassifier
 from domainbed_sc.algorithms.vae_nets import Decoder, Encoder
 from domainbed_sc.collect.reader import read_runs
-from domainbed_sc.collect.selection import METHODS, select
+from domainbed_sc.collect.methods import METHODS
+from domainbed_sc.collect.selection import select
 from domainbed_sc.datasets.base import Batch, DatasetArgs, GroupDataset, TensorSplit
 from domainbed_sc.errors import UserError
 from domainbed_sc.hparams import draw

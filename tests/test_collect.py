@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 
 from domainbed_sc.cli import main
 from domainbed_sc.collect import plots, reader, selection, stats, tables
+from domainbed_sc.collect.methods import METHODS
 from domainbed_sc.errors import UserError
 from domainbed_sc.training.records import DONE, RESULTS, RunArgs
 
@@ -31,7 +33,7 @@ MC = {"name": "mnist_cifar", "args": {"n_backgrounds": 8}, "num_classes": 2, "nu
 def split(acc, wga=None, groups=None):
     m = {"n": 100, "acc": acc}
     if wga is not None:
-        m.update({"wga": wga, "acc_gmean": (acc + wga) / 2, "acc_adj": acc,
+        m.update({"wga": wga, "acc_gmean": (acc + wga) / 2, "acc_adj": acc, "worst_class_acc": wga,
                   "group_acc": groups or {"0": acc, "3": wga}, "group_n": {"0": 50, "3": 50}})
     return m
 
@@ -94,7 +96,7 @@ def sweep_dir(tmp_path):
 ])
 def test_selection_picks_checkpoint_and_one_draw_for_all_seeds(sweep_dir, method, step, draw):
     records = reader.read_runs([sweep_dir]).records
-    chosen = selection.select(records, selection.METHODS[method]).runs
+    chosen = selection.select(records, METHODS[method]).runs
     # draw 0 is the better one for trial seed 0, yet both seeds report the draw best on average
     assert sorted(zip(chosen.trial_seed, chosen.hparams_seed, chosen.step)) == [
         (0, draw, step), (1, draw, step)]
@@ -127,7 +129,7 @@ def test_per_trial_search_selects_each_trial_seeds_own_best_draw(tmp_path, metho
 
 
 def test_per_trial_table_summarizes_each_seeds_selected_run_and_says_so(tmp_path):
-    sel = selection.select(offset_sweep(tmp_path, True), selection.METHODS["training_domain_val"])
+    sel = selection.select(offset_sweep(tmp_path, True), METHODS["training_domain_val"])
     metrics = tables.parse_metrics("ood_acc")
     [row] = tables.aggregate(sel, metrics, False).to_dict("records")
     chosen = [100 * (ood_of(1, 0, 0) + VAL_OFFSET[0, 0]), 100 * ood_of(1, 1, 1)]
@@ -146,7 +148,7 @@ def test_shared_and_per_trial_runs_are_separate_cells(tmp_path):
     offset_sweep(tmp_path, True)
     records = offset_sweep(tmp_path, False)
     assert records["cell"].nunique() == 2
-    sel = selection.select(records, selection.METHODS["oracle"])
+    sel = selection.select(records, METHODS["oracle"])
     agg = tables.aggregate(sel, tables.parse_metrics("ood_acc"), False)
     assert sorted(zip(agg.hparams_per_trial, agg.hparams_seed.astype(str))) == [
         (False, "1"), (True, "0/1")]
@@ -161,7 +163,7 @@ def test_checkpoint_ties_keep_the_earliest_and_draw_ties_the_lowest_seed(tmp_pat
         write_run(tmp_path, [record(s, hparams_seed=h, val=(0.8, 0.5), test=(0.1 * s, 0.0))
                              for s in (1, 2, 3)])
     chosen = selection.select(reader.read_runs([tmp_path]).records,
-                              selection.METHODS["best_val_acc"]).runs
+                              METHODS["best_val_acc"]).runs
     assert list(zip(chosen.hparams_seed, chosen.step)) == [(0, 1)]
 
 
@@ -172,7 +174,7 @@ def test_early_stopping_counts_epochs_not_evaluations(tmp_path):
     write_run(tmp_path, [record(s, val=(acc, acc / 2), test=(0.1 * s, 0.0), epoch=s / 2)
                          for s, acc in curve.items()])
     records = reader.read_runs([tmp_path]).records
-    method = selection.METHODS["best_val_acc"]
+    method = METHODS["best_val_acc"]
 
     def step(stopping):
         return list(selection.select(records, method, stopping).runs.step)
@@ -186,7 +188,7 @@ def test_early_stopping_counts_epochs_not_evaluations(tmp_path):
     assert step(selection.EarlyStopping(patience=1)) == [4]  # stopped at step 4 (epoch 2)
     stopped = selection.select(records, method, selection.EarlyStopping(2))
     assert "stops once 2 epochs pass" in stopped.describe()
-    last = selection.select(records, selection.METHODS["last"], selection.EarlyStopping(2))
+    last = selection.select(records, METHODS["last"], selection.EarlyStopping(2))
     assert list(last.runs.step) == [7] and "stops once" not in last.describe()
 
 
@@ -197,7 +199,7 @@ def test_early_stopping_needs_the_patience_in_final_stage_epochs(tmp_path):
     write_run(tmp_path, [record(s, algorithm="JTT", val=(a, a), test=(0.1 * s, 0.0), epoch=s,
                                 stage=(1 if s <= 3 else 2, 2)) for s, a in vals.items()])
     records = reader.read_runs([tmp_path]).records
-    chosen = selection.select(records, selection.METHODS["best_val_acc"], selection.EarlyStopping(2))
+    chosen = selection.select(records, METHODS["best_val_acc"], selection.EarlyStopping(2))
     assert list(chosen.runs.step) == [4]
 
 
@@ -210,14 +212,14 @@ def jtt_like_run(root: Path, trial_seed=0, done_stages=(1, 2)) -> None:
                      for s, v in curve.items() if (1 if s <= 3 else 2) in done_stages])
 
 
-@pytest.mark.parametrize("method", [*selection.METHODS, "early_stop_val_acc@0.75"])
+@pytest.mark.parametrize("method", [*METHODS, "early_stop_val_acc@0.75"])
 def test_selection_considers_only_final_stage_checkpoints(tmp_path, method):
     jtt_like_run(tmp_path)
     records = reader.read_runs([tmp_path]).records
     chosen = selection.select(records, selection.parse_methods(method)[0]).runs
     assert len(chosen) == 1 and chosen.stage.iloc[0] == 2 and chosen.step.iloc[0] >= 4
     expected = {"best_val_acc": 5, "best_val_wga": 5, "training_domain_val": 5,
-                "best_val_mean_aa_wga": 5, "early_stop_val_acc@0.75": 5}
+                "best_val_mean_aa_wga": 5, "early_stop_val_acc@0.75": 5, "worst_class_val": 5}
     assert chosen.step.iloc[0] == expected.get(method, 6)  # last, oracle; RCL@95: none reach it
 
 
@@ -235,7 +237,7 @@ def test_records_without_stage_are_single_stage(tmp_path):
     write_run(tmp_path, [record(s, val=(1 - 0.1 * s, 0.5)) for s in (1, 2)])
     records = reader.read_runs([tmp_path]).records
     assert records.stage.tolist() == [1, 1] and records.num_stages.tolist() == [1, 1]
-    assert list(selection.select(records, selection.METHODS["best_val_acc"]).runs.step) == [1]
+    assert list(selection.select(records, METHODS["best_val_acc"]).runs.step) == [1]
 
 
 def rcl_runs(root: Path) -> None:
@@ -298,16 +300,16 @@ def test_methods_needing_validation_are_not_applicable_without_it(tmp_path):
     records = reader.read_runs([tmp_path]).records
     for name in ("last", "best_val_acc", "best_val_wga", "best_val_mean_aa_wga",
                  "training_domain_val"):
-        sel = selection.select(records, selection.METHODS[name])
+        sel = selection.select(records, METHODS[name])
         assert sel.runs.empty and len(sel.not_applicable) == 1
         assert "validation split" in sel.not_applicable[0].reason
-    oracle = selection.select(records, selection.METHODS["oracle"]).runs
+    oracle = selection.select(records, METHODS["oracle"]).runs
     assert list(oracle.hparams_seed) == [1] and list(oracle.ood_acc) == [0.6]
 
 
 def test_last_needs_no_validation_with_a_single_draw(tmp_path):
     write_run(tmp_path, [record(s, dataset=MC, test=0.1 * s) for s in (1, 2, 3)])
-    chosen = selection.select(reader.read_runs([tmp_path]).records, selection.METHODS["last"]).runs
+    chosen = selection.select(reader.read_runs([tmp_path]).records, METHODS["last"]).runs
     assert list(chosen.step) == [3] and chosen.ood_acc.iloc[0] == pytest.approx(0.3)
 
 
@@ -334,7 +336,7 @@ def three_seed_dir(root: Path, id_accs=(0.95, 0.96, 0.97), ood=(0.8, 0.9, 0.7)) 
 
 def aggregate(root: Path, method="last", exclude_dead=False, metrics="id_acc,ood_acc,wga"):
     records = reader.read_runs([root]).records
-    sel = selection.select(records, selection.METHODS[method])
+    sel = selection.select(records, METHODS[method])
     return tables.aggregate(sel, tables.parse_metrics(metrics), exclude_dead)
 
 
@@ -371,7 +373,8 @@ def test_markdown_has_cells_grid_columns_definitions_and_na(tmp_path):
     assert "| algorithm   | dl_lambda   | ID acc     | OOD acc (AA)   | n   | dead   |" in out
     assert "| DL          | 1.25        | 90.0 ± 0.0 | 50.0 ± 0.0     | 3   | 0      |" in out
     assert "| ERM         | –           | 96.0 ± 1.0 | 80.0 ± 10.0    | 3   | 0      |" in out
-    assert "WGA (worst-group accuracy)" in out and "AA (average accuracy)" in out
+    assert "AA (average accuracy): the sample mean" in out
+    assert "WGA (worst-group accuracy)" not in out  # defined only under tables that show it
     assert "OOD acc (AA) = AA on test_ood" in out
     assert "not applicable: needs a validation split with group labels (mnist_cifar)" in out
     assert "| WGA" not in out  # the dataset has no WGA column
@@ -403,7 +406,7 @@ def test_latex_and_csv(tmp_path):
     assert code == 0
     assert "\\toprule" in latex and "80.0 [55.2, 100.0]" in latex
     assert "\\section*{Selection: last" in latex and "mnist\\_cifar" in latex
-    assert "dl\\_lambda" in latex and "WGA (worst-group accuracy)" in latex
+    assert "dl\\_lambda" in latex and "AA (average accuracy)" in latex
     out = tmp_path / "tables" / "all.csv"
     code, stdout, err = run_cli(root, "--format", "csv", "--selection", "last,oracle,best_val_acc",
                                 "--output", out)
@@ -530,3 +533,20 @@ def test_collects_real_toy_runs(run_toy, tmp_path):
     assert len(rows) == 4  # 2 optimizer cells × 2 methods, each with n = 2 runs
     assert all("| 2 " in row and "[" in row for row in rows)
     assert "Collected 4 finished runs (8 checkpoint records)" in out
+
+
+def test_default_is_one_selection_with_definitions_once_and_all_shows_every_method(tmp_path):
+    """No sweep file names a selection: the first default alone; its tables (a dataset table
+    and a summary across datasets) define each metric and the cells once."""
+    for dataset in ({**TOY, "args": {"variant": "a"}}, {**TOY, "args": {"variant": "b"}}):
+        write_run(tmp_path, [record(1, dataset=dataset, val=(0.8, 0.6), test=(0.7, 0.5))])
+    code, out, _ = run_cli(tmp_path)
+    assert code == 0
+    assert re.findall(r"^# Selection: (\S+)", out, re.M) == ["last"]
+    assert "## Summary: WGA" in out and out.count("WGA (worst-group accuracy): the minimum") == 1
+    assert out.count("Cells: mean ± std") == 1 and out.count("WGA = WGA on test") == 2
+    assert "`--selection all` shows every method" in out
+    code, out, _ = run_cli(tmp_path, "--selection", "all")
+    assert code == 0
+    assert re.findall(r"^# Selection: (\S+)", out, re.M) == list(METHODS)
+    assert "not applicable" not in out.split("# Selection: ")[1]  # last applies to every run

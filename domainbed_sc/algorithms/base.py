@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..datasets.base import Batch
 from ..hparams import HParam, choice, log_uniform, non_negative, one_of, positive, pow2_int
 from ..networks import Featurizer, build_featurizer
+from ..training.samplers import SAMPLERS
 
 if TYPE_CHECKING:
     from ..training.trainer import EpochContext
@@ -54,7 +55,7 @@ COMMON_HPARAMS: dict[str, HParam] = {
     "input_resize": HParam(0, None, non_negative,
                            "bilinearly upsample inputs to this square size inside the network, "
                            "0 = off (METHODS §C.13: 224 for CMNIST on ResNet-50)"),
-    "sampler": HParam("random", None, one_of("random", "uniform_group", "uniform_env")),
+    "sampler": HParam("random", None, one_of(*SAMPLERS)),
 }
 
 

@@ -2,5 +2,6 @@
 
 ``reader`` loads every results.jsonl under some directories into one DataFrame (one row per
 checkpoint record) and reports what it had to skip; ``selection`` picks a checkpoint per run
-and a hyperparameter draw per grid cell; ``tables`` aggregates and formats; ``plots`` draws.
+and a hyperparameter draw per grid cell, by one of the methods registered in ``methods``;
+``tables`` aggregates and formats; ``plots`` draws.
 """

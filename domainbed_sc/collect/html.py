@@ -23,6 +23,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ..cache import atomic_write_bytes
+from ..metrics import Column
 from ..datasets.sources import resolve_data_dir
 from ..sweep.jobs import Job, JobEnv
 from ..sweep.launchers import train_command
@@ -77,8 +78,8 @@ class Report:
 
     sections: list[tables.Section]
     collection: Collection
-    metrics: list[tables.Metric]
-    summary_metrics: list[tables.Metric]
+    metrics: list[Column]
+    summary_metrics: list[Column]
     ci: bool
     exclude_dead: bool
     footer: str

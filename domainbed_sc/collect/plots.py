@@ -14,7 +14,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .stats import summarize
-from .tables import Metric, Section, grid_columns, grid_label, value_text
+from ..metrics import Column
+from .tables import Section, grid_columns, grid_label, value_text
 
 FORMATS = ("png", "pdf")
 
@@ -31,7 +32,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "-", text).strip("-")
 
 
-def metric_vs(runs: pd.DataFrame, x: str, metric: Metric, hue: list[str], stem: Path,
+def metric_vs(runs: pd.DataFrame, x: str, metric: Column, hue: list[str], stem: Path,
               title: str = "") -> list[Path]:
     """Mean of ``metric`` (in %) against column ``x``, one line per algorithm × ``hue`` values,
     with a 95% t confidence band over runs (clipped to [0, 100]).  Lines whose ``x`` is missing
@@ -112,7 +113,7 @@ def group_heatmap(runs: pd.DataFrame, role: str, stem: Path, title: str = "") ->
 PLOT_KINDS = ("sweep", "groups")
 
 
-def write_plots(sections: list[Section], metrics: list[Metric], out_dir: Path,
+def write_plots(sections: list[Section], metrics: list[Column], out_dir: Path,
                 kinds: tuple[str, ...] = PLOT_KINDS) -> list[Path]:
     """Per selection method and dataset: each metric against each numeric grid value that is
     swept (N, λ, ...) ("sweep"), and a per-group accuracy heatmap per grid cell ("groups")."""
@@ -129,7 +130,7 @@ def write_plots(sections: list[Section], metrics: list[Metric], out_dir: Path,
     return paths
 
 
-def sweep_plots(runs: pd.DataFrame, metrics: list[Metric], out_dir: Path, prefix: str,
+def sweep_plots(runs: pd.DataFrame, metrics: list[Column], out_dir: Path, prefix: str,
                 title: str) -> list[Path]:
     paths: list[Path] = []
     grid = grid_columns(runs)

@@ -16,7 +16,8 @@ methods the run's sweep files name, from ``.sweeps/*.json`` beside the run; "" f
 resolved dataset args, algorithm, fixed hparam overrides, those three and the search), ``arg:<k>`` for
 each resolved dataset argument and ``hp:<k>`` for each hparam override, and per split role
 (``val``, ``oracle``, ``id``, ``ood``) the split name ``<role>_split`` and ``<role>_<field>``
-for acc, wga, acc_gmean, acc_adj (NaN where the split or field is missing); ``id_group_acc`` /
+for each registered metric (``domainbed_sc.metrics``; NaN where the split or field is missing,
+as in records written before a metric was registered); ``id_group_acc`` /
 ``ood_group_acc`` keep the per-group accuracies (dicts) for heatmaps.
 """
 from __future__ import annotations
@@ -34,10 +35,10 @@ import pandas as pd
 
 from ..cache import stable_hash
 from ..errors import UserError
+from ..metrics import METRICS
 from ..training.records import DONE, RESULTS, SWEEPS, RunArgs
 
 ROLES = ("val", "oracle", "id", "ood")
-FIELDS = ("acc", "wga", "acc_gmean", "acc_adj")
 GROUP_ROLES = ("id", "ood")
 #: run arguments that set how long a run trains and how often it is evaluated (part of a cell)
 LENGTH = ("epochs", "steps", "checkpoint_freq")
@@ -266,7 +267,7 @@ def record_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         split = role_split(ds, role)
         m = (metrics.get(split) or {}) if split else {}
         row[f"{role}_split"] = split
-        row.update({f"{role}_{f}": _number(m.get(f)) for f in FIELDS})
+        row.update({f"{role}_{f}": _number(m.get(f)) for f in METRICS})
         if role in GROUP_ROLES:  # null accuracies (strict JSON NaN) dropped: no such group
             groups = m.get("group_acc")
             row[f"{role}_group_acc"] = None if groups is None else \

@@ -10,81 +10,17 @@ reports the same hyperparameters (the suite's default, shared search).  Runs wit
 search (``hparams_per_trial``: each trial seed drew its own hparams) are chosen as DomainBed's
 ``SelectionMethod.hparams_accs`` does, per (cell, trial seed): the draw best by that trial
 seed's own score, so each trial seed reports its own draw.  A method whose score a dataset
-cannot give (no validation split, no group labels on it) is "not applicable" there.
+cannot give (no validation split, no group labels on it) is "not applicable" there.  The
+methods themselves are the entries of ``collect/methods.py``'s registry.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, TypeVar
 
-import numpy as np
 import pandas as pd
 
-from ..errors import UserError
-
-Score = Callable[[pd.DataFrame], pd.Series]
-
-
-def column(name: str) -> Score:
-    return lambda df: df[name].astype(float)
-
-
-def mean_aa_wga(df: pd.DataFrame) -> pd.Series:
-    """eX2L's checkpoint criterion J = (AA + WGA) / 2 on the validation split."""
-    return (df["val_acc"] + df["val_wga"]) / 2
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    label: str
-    checkpoint: Score  # maximised over a run's checkpoints
-    hparams: Score  # averaged over trial seeds (per trial seed: see select), maximised over draws
-    checkpoint_doc: str
-    hparams_doc: str
-    needs: str  # what a dataset must have, for the not-applicable message
-    stops_early: bool = True  # False where the checkpoint is the last one anyway
-    # per kept checkpoint: True where the method fell back to its second choice, and the note
-    fell_back: Callable[[pd.DataFrame], pd.Series] | None = None
-    fallback_doc: str = ""
-
-    def describe(self, searches: Iterable[bool] = (False,)) -> str:
-        """``searches``: the ``hparams_per_trial`` values of the runs described."""
-        hparams = "; ".join(SEARCH_DOC[s].format(self.hparams_doc) for s in sorted(set(searches)))
-        return f"Checkpoint: {self.checkpoint_doc}. Hyperparameters: {hparams}."
-
-
-#: how a cell's draw is chosen, by ``hparams_per_trial``
-SEARCH_DOC = {
-    False: "per grid cell, the draw with the best {}, averaged over trial seeds (same draw for all seeds)",
-    True: "per grid cell and trial seed, the draw with the best {} of that trial seed's run "
-          "(DomainBed's search: each trial seed drew its own hyperparameters)",
-}
-
-
-def first_reaching(threshold: float) -> Score:
-    """RCL's early stopping (METHODS §P.4, §A.8): the first checkpoint whose val acc reaches
-    ``threshold``.  The paper stops training there and says no more, so a run that never gets
-    there trains to its end and reports its last checkpoint (our reading); tables count those."""
-
-    def score(df: pd.DataFrame) -> pd.Series:
-        acc, step = df["val_acc"].astype(float), df["step"].astype(float)
-        # reached: -step (the earliest is the maximum), else step - 1e15 (the last, below any)
-        return pd.Series(np.where(acc >= threshold, -step, step - 1e15), df.index).where(acc.notna())
-
-    return score
-
-
-def early_stop_at(threshold: float) -> Method:
-    pct = f"{threshold * 100:g} %"
-    return Method(
-        "early_stop_val_acc" + ("" if threshold == 0.95 else f"@{threshold:g}"),
-        f"early stopping at val acc ≥ {pct} (RCL)", first_reaching(threshold), column("val_acc"),
-        f"the first whose validation accuracy reaches {pct}, else the last",
-        "validation accuracy", _VAL, stops_early=False,
-        fell_back=lambda df: df["val_acc"].astype(float) < threshold,
-        fallback_doc=f"never reached val acc ≥ {pct} report their last checkpoint")
+from .methods import METHODS, Method, parse_methods
 
 
 @dataclass(frozen=True)
@@ -121,76 +57,22 @@ class EarlyStopping:
                 f"a gain above {self.min_delta:g} in the checkpoint score.")
 
 
-_VAL = "a validation split"
-_VAL_GROUPS = "a validation split with group labels"
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("last", "last checkpoint", column("step"), column("val_acc"),
-           "the last of each run", "validation accuracy at that checkpoint", _VAL,
-           stops_early=False),
-    Method("best_val_acc", "best validation accuracy", column("val_acc"), column("val_acc"),
-           "best validation accuracy", "validation accuracy", _VAL),
-    Method("best_val_wga", "best validation worst-group accuracy", column("val_wga"),
-           column("val_wga"), "best validation WGA", "validation WGA", _VAL_GROUPS),
-    Method("best_val_mean_aa_wga", "best validation (AA + WGA) / 2 (eX2L)", mean_aa_wga,
-           mean_aa_wga, "best validation (AA + WGA) / 2", "validation (AA + WGA) / 2", _VAL_GROUPS),
-    # DomainBed's IIDAccuracySelectionMethod; our val splits are the pooled training-env holdout
-    Method("training_domain_val", "training-domain validation (DomainBed)", column("val_acc"),
-           column("val_acc"), "best accuracy on the dataset's val_split (training-domain holdout)",
-           "val_split accuracy", "a validation split (training-domain holdout)"),
-    # DomainBed's OracleSelectionMethod: last checkpoint, hparams by test-domain accuracy
-    Method("oracle", "oracle (test-set selection)", column("step"), column("oracle_acc"),
-           "the last of each run (as DomainBed's oracle)",
-           "accuracy on the oracle split (the test/OOD split where the dataset has none)",
-           "an oracle or test split", stops_early=False),
-    early_stop_at(0.95),
-)}
-#: methods with a threshold: ``name@value`` (e.g. early_stop_val_acc@0.9)
-PARAMETRIC: dict[str, Callable[[float], Method]] = {"early_stop_val_acc": early_stop_at}
-
-
-T = TypeVar("T")
-
-
-def parse_names(text: str, known: dict[str, T], kind: str) -> list[T]:
-    """The entries of ``known`` named in a comma-separated flag value, in the order given."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise UserError(f"unknown {kind}(s) {', '.join(unknown) or '(none given)'}; "
-                        f"known: {', '.join(known)}")
-    return [known[n] for n in names]
-
-
-def parse_methods(text: str) -> list[Method]:
-    known = dict(METHODS)
-    for name in (n.strip() for n in text.split(",")):
-        base, sep, value = name.partition("@")
-        if sep and base in PARAMETRIC:
-            known[name] = PARAMETRIC[base](parse_threshold(value, name))
-    return parse_names(text, known, "selection method")
+#: ``--selection all``: every registered method, over every run
+ALL = "all"
 
 
 def plan(records: pd.DataFrame, text: str | None, default: str) -> list[tuple[Method, pd.DataFrame]]:
-    """(method, the records it selects among).  With ``text`` (--selection): every method over
-    every run.  Without it, each run gets the methods its sweep file names (``default`` where
-    none names any), and each method is shown over the runs that get it: runs of sweeps that name
-    different selections are each shown under their own (METHODS §P.4: each paper its own)."""
+    """(method, the records it selects among).  With ``text`` (--selection): every method named
+    (``all``: every registered one) over every run.  Without it, each run gets the methods its
+    sweep file names (``default`` where none names any), and each method is shown over the runs
+    that get it: runs of sweeps that name different selections are each shown under their own
+    (METHODS §P.4: each paper its own)."""
     if text is not None:
-        return [(m, records) for m in parse_methods(text)]
+        return [(m, records) for m in parse_methods(",".join(METHODS) if text == ALL else text)]
     wanted = records["sweep_selection"].where(records["sweep_selection"] != "", default).str.split(",")
     order = dict.fromkeys(name for names in wanted for name in names)
     return [(m, records[wanted.map(lambda names, n=name: n in names)])
             for name in order for m in parse_methods(name)]
-
-
-def parse_threshold(text: str, name: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1:
-        raise UserError(f"selection {name}: the threshold must be a number in (0, 1], got {text!r}")
-    return value
 
 
 @dataclass

@@ -8,15 +8,18 @@ dataset-args grid).  Cells are mean ± std over the runs, or the 95% t interval,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from ..metrics import Column, columns
+from ..registry import parse_names
+from .methods import Method
 from .reader import LENGTH
-from .selection import Method, Selected, parse_names
+from .selection import Selected
 from .stats import summarize
 
 #: run arguments that are part of a cell besides its dataset args and hparam overrides
@@ -26,38 +29,9 @@ GRID_RUN_ARGS = (*LENGTH, "hparams_per_trial")
 DEAD_ACC = 0.2
 
 
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    label: str
-    role: str  # the split role it is measured on (reader.ROLES)
-    field: str  # acc, wga, acc_gmean or acc_adj
-
-    @property
-    def column(self) -> str:
-        return f"{self.role}_{self.field}"
-
-
-METRICS: dict[str, Metric] = {m.key: m for m in (
-    Metric("id_acc", "ID acc", "id", "acc"),
-    Metric("ood_acc", "OOD acc (AA)", "ood", "acc"),
-    Metric("wga", "WGA", "ood", "wga"),
-    Metric("acc_adj", "acc_adj", "ood", "acc_adj"),
-    Metric("acc_gmean", "acc_gmean", "ood", "acc_gmean"),
-    Metric("id_wga", "ID WGA", "id", "wga"),
-    Metric("val_acc", "val acc", "val", "acc"),
-    Metric("val_wga", "val WGA", "val", "wga"),
-)}
-_FIELD_DOC = {"acc": "AA", "wga": "WGA",
-              "acc_adj": "group accuracies weighted by the training-group frequencies",
-              "acc_gmean": "unweighted mean of the group accuracies"}
-AA_WGA_DOC = ("AA (average accuracy): the sample mean of correct predictions over a split. "
-              "WGA (worst-group accuracy): the minimum, over the split's non-empty groups "
-              "g = (y, s), of the group's accuracy.")
-
-
-def parse_metrics(text: str) -> list[Metric]:
-    return parse_names(text, METRICS, "metric")
+def parse_metrics(text: str) -> list[Column]:
+    """The table columns named, of those the registered metrics offer (``domainbed_sc.metrics``)."""
+    return parse_names(text, columns(), "metric")
 
 
 # -- aggregation ------------------------------------------------------------------------------
@@ -69,7 +43,7 @@ def identity(row: pd.Series) -> dict[str, Any]:
     return {k: row[k] for k in names}
 
 
-def aggregate(selected: Selected, metrics: list[Metric], exclude_dead: bool) -> pd.DataFrame:
+def aggregate(selected: Selected, metrics: list[Column], exclude_dead: bool) -> pd.DataFrame:
     """One row per grid cell: its identity, the chosen draw, n, dead, and per metric
     ``<key>_mean``, ``_std``, ``_ci95`` (half-width), ``_n`` in percent; ``fallback``: the runs
     whose checkpoint is the method's second choice; ``note`` for cells the method does not apply
@@ -103,7 +77,7 @@ def chosen_draws(runs: pd.DataFrame) -> Any:
     return seeds.iloc[0] if seeds.nunique() == 1 else "/".join(str(int(h)) for h in seeds)
 
 
-def stat_columns(metrics: list[Metric]) -> list[str]:
+def stat_columns(metrics: list[Column]) -> list[str]:
     return [f"{m.key}_{s}" for m in metrics for s in ("mean", "std", "ci95", "n")]
 
 
@@ -167,7 +141,7 @@ class Table:
     rows: list[list[str]]
 
 
-def dataset_table(agg: pd.DataFrame, metrics: list[Metric], ci: bool) -> tuple[Table, list[Metric]]:
+def dataset_table(agg: pd.DataFrame, metrics: list[Column], ci: bool) -> tuple[Table, list[Column]]:
     """The table of one dataset's cells, and the metrics it shows (those the dataset has)."""
     grid = grid_columns(agg)
     shown = [m for m in metrics if agg[f"{m.key}_n"].fillna(0).sum() > 0]
@@ -187,7 +161,7 @@ def dataset_table(agg: pd.DataFrame, metrics: list[Metric], ci: bool) -> tuple[T
     return Table(headers, rows), shown
 
 
-def summary_table(agg: pd.DataFrame, metric: Metric, ci: bool) -> Table | None:
+def summary_table(agg: pd.DataFrame, metric: Column, ci: bool) -> Table | None:
     """Rows: algorithm × hparam grid; columns: dataset × its dataset-args grid (None if empty)."""
     ok = agg[agg[f"{metric.key}_n"].fillna(0) > 0]
     if ok.empty:
@@ -207,23 +181,37 @@ def summary_table(agg: pd.DataFrame, metric: Metric, ci: bool) -> Table | None:
     return Table(["algorithm", *columns], rows)
 
 
-def column_docs(agg: pd.DataFrame, shown: list[Metric]) -> str:
-    docs = [metric_doc(agg, m) for m in shown]
-    return "Columns: " + "; ".join(docs) + "." if docs else ""
+@dataclass
+class Notes:
+    """The text under a document's tables: under each, which metric on which split each column
+    is; each metric's definition and what the cells hold only under the first table that needs
+    them, so a document defines everything once."""
+
+    cells: str  # cells_doc, until printed
+    defined: set = field(default_factory=set)  # the metric classes already defined
+
+    def under(self, agg: pd.DataFrame, shown: list[Column]) -> str:
+        new = [m for m in dict.fromkeys(c.metric for c in shown) if m not in self.defined]
+        self.defined.update(new)
+        docs = ["Columns: " + "; ".join(metric_doc(agg, c) for c in shown) + "."] if shown else []
+        docs += [m.describe() for m in new] + [self.cells]
+        self.cells = ""
+        return " ".join(filter(None, docs))
 
 
-def metric_doc(agg: pd.DataFrame, m: Metric) -> str:
+def metric_doc(agg: pd.DataFrame, m: Column) -> str:
     """"WGA = WGA on test": the split each cell of the metric comes from; where the rows' splits
     differ (datasets, dataset args), each split with the rows that use it."""
     rows = agg[agg[f"{m.key}_n"].fillna(0) > 0]
+    short = m.metric.short()
     names = rows[f"{m.role}_split"].fillna(m.role).astype(str)
     if names.nunique() <= 1:
-        return f"{m.label} = {_FIELD_DOC[m.field]} on {names.iloc[0] if len(names) else m.role}"
+        return f"{m.label} = {short} on {names.iloc[0] if len(names) else m.role}"
     cols = grid_columns(rows, ("dataset", "arg:"))
     labels = [grid_label(r, cols) for _, r in rows.iterrows()]
     where = {name: "; ".join(dict.fromkeys(l for l, n in zip(labels, names) if n == name))
              for name in names.unique()}
-    return f"{m.label} = {_FIELD_DOC[m.field]} on " + ", ".join(f"{k} ({v})" for k, v in where.items())
+    return f"{m.label} = {short} on " + ", ".join(f"{k} ({v})" for k, v in where.items())
 
 
 def cells_doc(ci: bool, exclude_dead: bool) -> str:
@@ -271,9 +259,9 @@ class Section:
     agg: pd.DataFrame
 
 
-def render(sections: list[Section], fmt: Format, metrics: list[Metric],
-           summary_metrics: list[Metric], ci: bool, exclude_dead: bool, footer: str) -> str:
-    blocks = []
+def render(sections: list[Section], fmt: Format, metrics: list[Column],
+           summary_metrics: list[Column], ci: bool, exclude_dead: bool, footer: str) -> str:
+    blocks, notes = [], Notes(cells_doc(ci, exclude_dead))
     for sec in sections:
         method = sec.selected.method
         blocks += [fmt.heading(1, f"Selection: {method.name} — {method.label}"),
@@ -282,28 +270,27 @@ def render(sections: list[Section], fmt: Format, metrics: list[Metric],
             blocks.append(fmt.text("No runs."))
             continue
         for dataset, agg in sec.agg.groupby("dataset", sort=False):
-            blocks += dataset_blocks(str(dataset), agg, fmt, metrics, ci, exclude_dead)
+            blocks += dataset_blocks(str(dataset), agg, fmt, metrics, ci, notes)
             blocks += remarks(agg, method, fmt)
         for metric in summary_metrics:
             table = summary_table(sec.agg, metric, ci)
             if table is not None and len(table.headers) > 2:  # one column repeats the table above
                 blocks += [fmt.heading(2, f"Summary: {metric.label}"), fmt.table(table),
-                           fmt.text(f"{AA_WGA_DOC} {metric_doc(sec.agg, metric)}. "
-                                    + cells_doc(ci, exclude_dead))]
+                           fmt.text(notes.under(sec.agg, [metric]))]
     blocks.append(fmt.text(footer))
     return "\n\n".join(blocks) + "\n"
 
 
-def dataset_blocks(dataset: str, agg: pd.DataFrame, fmt: Format, metrics: list[Metric],
-                   ci: bool, exclude_dead: bool) -> list[str]:
+def dataset_blocks(dataset: str, agg: pd.DataFrame, fmt: Format, metrics: list[Column],
+                   ci: bool, notes: Notes) -> list[str]:
     blocks = [fmt.heading(2, dataset)]
-    notes = sorted(set(agg["note"]) - {""})
+    na = sorted(set(agg["note"]) - {""})
     if (agg["note"] != "").all():
-        return blocks + [fmt.text(f"{'; '.join(notes)} ({dataset}).")]
+        return blocks + [fmt.text(f"{'; '.join(na)} ({dataset}).")]
     table, shown = dataset_table(agg, metrics, ci)
-    docs = [AA_WGA_DOC, column_docs(agg, shown), cells_doc(ci, exclude_dead)]
-    if notes:
-        docs.append("n/a rows: " + "; ".join(notes) + ".")
+    docs = [notes.under(agg, shown)]
+    if na:
+        docs.append("n/a rows: " + "; ".join(na) + ".")
     return blocks + [fmt.table(table), fmt.text(" ".join(filter(None, docs)))]
 
 
@@ -337,7 +324,7 @@ def search_lines(agg: pd.DataFrame) -> list[str]:
                                  "chosen by its score averaged over them)."] if mixed else [])
 
 
-def render_csv(sections: list[Section], metrics: list[Metric]) -> str:
+def render_csv(sections: list[Section], metrics: list[Column]) -> str:
     """One tidy row per (selection, grid cell), numbers in percent at full precision."""
     frames = [sec.agg.assign(selection=sec.selected.method.name)
               for sec in sections if not sec.agg.empty]

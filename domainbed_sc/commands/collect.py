@@ -5,18 +5,18 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_SELECTION = "last,training_domain_val,oracle"
+DEFAULT_SELECTION = "last"
 DEFAULT_METRICS = "id_acc,ood_acc,wga,acc_adj"
 DEFAULT_SUMMARY = "ood_acc,wga"
 
 
 def cmd_collect(a: argparse.Namespace) -> None:
     from ..cache import atomic_write_bytes
-    from ..collect import plots, reader, selection, tables
+    from ..collect import methods, plots, reader, selection, tables
     from ..errors import UserError
 
-    if a.selection is not None:
-        selection.parse_methods(a.selection)  # a typo fails before the runs are read
+    if a.selection not in (None, selection.ALL):
+        methods.parse_methods(a.selection)  # a typo fails before the runs are read
     metrics = tables.parse_metrics(a.metric)
     summary_metrics = tables.parse_metrics(a.summary_metric)
     kinds = tuple(k.strip() for k in a.plot_kinds.split(",") if k.strip())
@@ -36,9 +36,11 @@ def cmd_collect(a: argparse.Namespace) -> None:
         sections.append(tables.Section(selected, tables.aggregate(selected, wanted, a.exclude_dead)))
     footer = (f"Collected {records['run'].nunique()} finished runs ({len(records)} checkpoint "
               f"records) from {', '.join(a.dirs)}. {collection.skipped.summary()}.")
-    if a.selection is None and (records["sweep_selection"] != "").any():
+    if a.selection is None:
+        named = (records["sweep_selection"] != "").any()
         footer += (f" Selection: each sweep file's own (its `selection:`), for runs of no such "
-                   f"sweep {DEFAULT_SELECTION}.")
+                   f"sweep {DEFAULT_SELECTION}" if named else f" Selection: {DEFAULT_SELECTION} "
+                   f"(no sweep file names one)") + "; `--selection all` shows every method."
     if a.format == "csv":
         text = tables.render_csv(sections, metrics)
         print(footer, file=sys.stderr)
@@ -71,25 +73,39 @@ def early_stopping(a: argparse.Namespace, subset):
     return selection.EarlyStopping(patience, a.min_delta) if patience else None
 
 
+def method_help() -> str:
+    """Every registered selection method, with its label (and how to set a threshold)."""
+    from ..collect.methods import METHODS, PARAMETRIC
+
+    names = [f"{m.name} ({m.label})" for m in METHODS.values()]
+    names += [f"{name}@T (the same at threshold T)" for name in PARAMETRIC]
+    return ", ".join(names).replace("%", "%%")
+
+
+def metric_help() -> str:
+    from ..metrics import columns
+
+    return ", ".join(f"{key} ({c.metric.short()} on the {c.role} split)"
+                     for key, c in columns().items()).replace("%", "%%")
+
+
 def add_parser(sub) -> None:
-    # the method and metric names live in domainbed_sc.collect (an unknown name lists them);
-    # importing it here would load pandas for every command
+    # the help lists the registries (collect.methods and metrics import neither pandas nor torch)
     p = sub.add_parser("collect", help="model selection and result tables / plots over run dirs",
                        description="Read every results.jsonl under DIRs (finished runs only), "
                                    "select checkpoints and hyperparameters, print tables.")
     p.add_argument("dirs", nargs="+", metavar="DIR")
     p.add_argument("--selection",
-                   help=f"comma-separated methods, applied to every run (default: the methods each "
-                        f"run's sweep file names in `selection:`, else {DEFAULT_SELECTION}, each "
-                        f"shown over the runs that name it); also best_val_acc, "
-                        "best_val_wga, best_val_mean_aa_wga, early_stop_val_acc (RCL: the first "
-                        "checkpoint with val acc >= 95%%; early_stop_val_acc@0.9 for another "
-                        "threshold)")
+                   help=f"comma-separated methods, applied to every run, or `all` (default: the "
+                        f"methods each run's sweep file names in `selection:`, else "
+                        f"{DEFAULT_SELECTION}, each shown over the runs that name it). Methods: "
+                        f"{method_help()}")
     p.add_argument("--metric", default=DEFAULT_METRICS,
-                   help=f"table columns (default {DEFAULT_METRICS}); also acc_gmean, id_wga, "
-                        "val_acc, val_wga")
+                   help=f"comma-separated table columns (default {DEFAULT_METRICS}): "
+                        f"{metric_help()}")
     p.add_argument("--summary-metric", default=DEFAULT_SUMMARY,
-                   help=f"one summary table across datasets per metric (default {DEFAULT_SUMMARY})")
+                   help=f"one summary table across datasets per metric, names as --metric "
+                        f"(default {DEFAULT_SUMMARY})")
     p.add_argument("--format", choices=("markdown", "latex", "csv"), default="markdown",
                    help="CSV is tidy: one row per (selection, grid cell), numbers in %%")
     p.add_argument("--ci", action="store_true", help="95%% t confidence intervals instead of ± std")

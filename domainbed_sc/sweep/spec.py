@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
+from ..collect.methods import parse_methods
 from ..errors import UserError
 from ..training.records import RunArgs, positive_int
 
@@ -265,8 +266,6 @@ def _selection(raw: Any) -> list[str]:
     names = raw if isinstance(raw, list) else [raw]
     if not names or not all(isinstance(n, str) for n in names):
         raise UserError(f"selection must be a method name or a list of them, got {raw!r}")
-    from ..collect.selection import parse_methods  # pandas: only for files that name one
-
     try:
         return [m.name for m in parse_methods(",".join(names))]
     except UserError as exc:

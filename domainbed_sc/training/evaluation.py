@@ -1,4 +1,5 @@
-"""Metrics (docs/METHODS.md §P.3): accuracy, per-group accuracy, AA, WGA and acc_adj.
+"""Evaluation (docs/METHODS.md §P.3): every registered metric (``domainbed_sc.metrics``) of every
+split, from one pass of predictions; records also keep the per-group accuracies and sizes.
 
 What a checkpoint evaluates (issue 15): the splits the collector reads (the dataset's val,
 oracle, ID and OOD splits: ``collect.reader.role_split``, which every selection method and table
@@ -9,6 +10,8 @@ in-parts of the training environments) on a fixed, seeded subsample of at most
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -17,46 +20,118 @@ from torch import Tensor
 from ..datasets.base import GroupDataset, Split
 from ..errors import UserError
 from ..hparams import seed_hash
+from ..metrics import METRICS
 
 SUBSAMPLE_MAX = 5000
 EVAL_TRAIN = ("subsample", "full")
 
 
 @torch.inference_mode()
-def predict_split(algorithm, split: Split, batch_size: int, device: torch.device,
-                  indices: Tensor | None = None) -> Tensor:
-    """Predicted classes for a whole split (or its ``indices``), in large batches, in eval mode."""
+def predict_logits(algorithm, split: Split, batch_size: int, device: torch.device,
+                   indices: Tensor | None = None) -> Tensor:
+    """Class logits for a whole split (or its ``indices``), in large batches, in eval mode."""
     was_training = algorithm.training
     algorithm.eval()
-    preds = [algorithm.predict(b.x.to(device, non_blocking=True)).argmax(1)
-             for b in split.eval_batches(batch_size, indices)]
+    logits = [algorithm.predict(b.x.to(device, non_blocking=True))
+              for b in split.eval_batches(batch_size, indices)]
     algorithm.train(was_training)
-    return torch.cat(preds)
+    return torch.cat(logits)
 
 
-def split_metrics(pred: Tensor, split: Split, num_groups: int,
-                  train_group_counts: Tensor, indices: Tensor | None = None) -> dict[str, Any]:
-    """AA is the sample mean; WGA the minimum over the split's non-empty groups (y, s).
-    With ``indices``, of those examples only."""
+def predict_split(algorithm, split: Split, batch_size: int, device: torch.device,
+                  indices: Tensor | None = None) -> Tensor:
+    """Predicted classes for a whole split (or its ``indices``)."""
+    return predict_logits(algorithm, split, batch_size, device, indices).argmax(1)
+
+
+@dataclass
+class GroupAccuracy:
+    """Accuracy of each non-empty group (y, s) of a split, with its size and training count."""
+
+    ids: list[int]
+    n: Tensor
+    acc: Tensor
+    train_n: Tensor
+
+
+@dataclass
+class Predictions:
+    """One split's predictions and labels: what the metrics compute from (``Metric.compute``),
+    with what several of them share computed once, all as whole-tensor operations.  ``probs``:
+    the softmax probabilities, where the caller has them (ECE needs them)."""
+
+    pred: Tensor
+    y: Tensor
+    g: Tensor
+    num_groups: int
+    train_group_counts: Tensor
+    probs: Tensor | None = None
+
+    @cached_property
+    def correct(self) -> Tensor:
+        return (self.pred == self.y).double()
+
+    @cached_property
+    def num_classes(self) -> int:
+        """Classes beyond both the labels and the predictions count in no per-class metric."""
+        seen = int(max(self.y.max(), self.pred.max())) + 1
+        return seen if self.probs is None else max(seen, self.probs.shape[1])
+
+    @cached_property
+    def groups(self) -> GroupAccuracy | None:
+        known = self.g >= 0
+        if not bool(known.any()):
+            return None
+        g = self.g[known]
+        n_g = torch.bincount(g, minlength=self.num_groups).cpu()
+        hits = torch.bincount(g, weights=self.correct[known], minlength=self.num_groups).cpu()
+        present = n_g > 0
+        return GroupAccuracy(present.nonzero().flatten().tolist(), n_g[present],
+                             hits[present] / n_g[present],
+                             self.train_group_counts.double().cpu()[present])
+
+    @cached_property
+    def class_recall(self) -> Tensor:
+        """Recall of each class present in the labels (torchmetrics)."""
+        from torchmetrics.functional.classification import multiclass_recall  # only when evaluating
+
+        recall = multiclass_recall(self.pred, self.y, self.num_classes, average="none",
+                                   validate_args=False)
+        return recall[torch.bincount(self.y, minlength=self.num_classes) > 0].double()
+
+    @cached_property
+    def class_f1(self) -> Tensor:
+        """F1 of each class present in the labels or the predictions (torchmetrics; the classes
+        scikit-learn's macro average takes)."""
+        from torchmetrics.functional.classification import multiclass_f1_score
+
+        f1 = multiclass_f1_score(self.pred, self.y, self.num_classes, average="none",
+                                 validate_args=False)
+        seen = torch.bincount(torch.cat([self.y, self.pred]), minlength=self.num_classes) > 0
+        return f1[seen].double()
+
+    def ece(self, bins: int) -> float | None:
+        """Top-label expected calibration error in ``bins`` equal-width bins (torchmetrics)."""
+        if self.probs is None:
+            return None
+        from torchmetrics.functional.classification import multiclass_calibration_error
+
+        return multiclass_calibration_error(self.probs, self.y, self.probs.shape[1], n_bins=bins,
+                                            norm="l1", validate_args=False).item()
+
+
+def split_metrics(pred: Tensor, split: Split, num_groups: int, train_group_counts: Tensor,
+                  indices: Tensor | None = None, probs: Tensor | None = None) -> dict[str, Any]:
+    """Every registered metric of a split's predicted classes ``pred`` (with ``indices``: of
+    those examples only); the group metrics only where the split has group labels."""
     y, g = (split.y, split.g) if indices is None else (split.y[indices], split.g[indices])
-    y, g = y.to(pred.device), g.to(pred.device)
-    correct = (pred == y).double()
-    out: dict[str, Any] = {"n": len(y), "acc": correct.mean().item()}
-    known = g >= 0
-    if not bool(known.any()):
-        return out
-    n_g = torch.bincount(g[known], minlength=num_groups).cpu()
-    hits = torch.bincount(g[known], weights=correct[known], minlength=num_groups).cpu()
-    present = n_g > 0
-    acc_g = hits[present] / n_g[present]
-    weights = train_group_counts.double()[present]
-    out.update({
-        "wga": acc_g.min().item(),
-        "acc_gmean": acc_g.mean().item(),
-        "acc_adj": (acc_g * weights).sum().item() / weights.sum().item() if weights.sum() > 0 else None,
-        "group_acc": {str(k): v for k, v in zip(present.nonzero().flatten().tolist(), acc_g.tolist())},
-        "group_n": {str(k): v for k, v in zip(present.nonzero().flatten().tolist(), n_g[present].tolist())},
-    })
+    p = Predictions(pred, y.to(pred.device), g.to(pred.device), num_groups, train_group_counts, probs)
+    groups = p.groups
+    out: dict[str, Any] = {"n": len(y)}
+    out.update({m.name: m.compute(p) for m in METRICS.values() if groups or not m.needs_groups})
+    if groups is not None:
+        out["group_acc"] = dict(zip(map(str, groups.ids), groups.acc.tolist()))
+        out["group_n"] = dict(zip(map(str, groups.ids), groups.n.tolist()))
     return out
 
 
@@ -84,8 +159,9 @@ def evaluate(algorithm, ds: GroupDataset, batch_size: int, device: torch.device,
     metrics = {}
     for name, split in ds.splits.items():
         indices = subsample_indices(ds, name, eval_train)
-        pred = predict_split(algorithm, split, batch_size, device, indices)
-        metrics[name] = split_metrics(pred, split, ds.num_groups, group_counts, indices)
+        logits = predict_logits(algorithm, split, batch_size, device, indices)
+        metrics[name] = split_metrics(logits.argmax(1), split, ds.num_groups, group_counts,
+                                      indices, logits.double().softmax(1))
         if indices is not None:
             metrics[name]["subsample"] = True
     return metrics

@@ -4,6 +4,10 @@ Every sampler is a pure function of (seed, step, weights): ``indices(step)`` rec
 needs from a generator seeded by the step or epoch.  So a resumed run draws exactly the batches
 an uninterrupted one would, prefetching workers can run ahead freely, and the only state to
 checkpoint is the weights (which JTT changes between its stages).
+
+Each kind of sampler the ``sampler`` hyperparameter names is one ``@register_sampler`` class:
+``needs`` is the training label it draws by (the trainer checks datasets provide it),
+``from_labels`` builds it from the training split's labels.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..hparams import seed_hash
+from ..registry import Registry
 
 
 def _generator(*key: Any) -> torch.Generator:
@@ -21,6 +26,9 @@ def _generator(*key: Any) -> torch.Generator:
 
 
 class Sampler:
+    #: the training label the sampler draws by ("g", "e"; datasets/base.py LABELS), None: none
+    needs: str | None = None
+
     def __init__(self, n: int, batch_size: int, seed: int):
         self.n = n
         self.batch_size = min(batch_size, n)
@@ -40,7 +48,16 @@ class Sampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    @classmethod
+    def from_labels(cls, train_g: Tensor, train_e: Tensor, batch_size: int, seed: int) -> "Sampler":
+        raise NotImplementedError
 
+
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
+register_sampler = SAMPLERS.register
+
+
+@register_sampler("random")
 class RandomSampler(Sampler):
     """i.i.d. shuffling: a fresh permutation every epoch, full batches only."""
 
@@ -53,6 +70,10 @@ class RandomSampler(Sampler):
         if epoch != self._epoch:
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=_generator(self.seed, epoch))
         return [self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]]
+
+    @classmethod
+    def from_labels(cls, train_g: Tensor, train_e: Tensor, batch_size: int, seed: int) -> Sampler:
+        return cls(len(train_g), batch_size, seed)
 
 
 class WeightedSampler(Sampler):
@@ -92,8 +113,22 @@ def group_weights(g: Tensor) -> Tensor:
     return 1.0 / counts[g].double()
 
 
+@register_sampler("uniform_group")
+class GroupSampler(WeightedSampler):
+    """Every non-empty group (y, s) equally often (GroupDRO's upsampling, Sagawa et al. 2020)."""
+
+    needs = "g"
+
+    @classmethod
+    def from_labels(cls, train_g: Tensor, train_e: Tensor, batch_size: int, seed: int) -> Sampler:
+        return cls(group_weights(train_g), batch_size, seed)
+
+
+@register_sampler("uniform_env")
 class EnvSampler(Sampler):
     """DomainBed's uniform_env: one batch of ``batch_size`` from each training environment."""
+
+    needs = "e"
 
     def __init__(self, e: Tensor, batch_size: int, seed: int):
         super().__init__(len(e), batch_size, seed)
@@ -109,6 +144,10 @@ class EnvSampler(Sampler):
     def batch_sizes(self) -> list[int]:
         return [s.batch_size for s in self.samplers]
 
+    @classmethod
+    def from_labels(cls, train_g: Tensor, train_e: Tensor, batch_size: int, seed: int) -> Sampler:
+        return cls(train_e, batch_size, seed)
+
 
 def restore_sampler(sampler: Sampler, state: dict[str, Any]) -> Sampler:
     """``sampler`` as a checkpoint left it.  An epoch hook may have swapped in weighted draws
@@ -119,16 +158,13 @@ def restore_sampler(sampler: Sampler, state: dict[str, Any]) -> Sampler:
     return sampler
 
 
+#: how a sampler's missing label reads in its error
+_LABEL_TEXT = {"g": "group labels", "e": "an environment label"}
+
+
 def make_sampler(kind: str, train_g: Tensor, train_e: Tensor, batch_size: int, seed: int) -> Sampler:
+    cls = SAMPLERS.get(kind)
     train_g, train_e = train_g.cpu(), train_e.cpu()
-    if kind == "random":
-        return RandomSampler(len(train_g), batch_size, seed)
-    if kind == "uniform_group":
-        if bool((train_g < 0).any()):
-            raise UserError("sampler uniform_group needs group labels on every training example")
-        return WeightedSampler(group_weights(train_g), batch_size, seed)
-    if kind == "uniform_env":
-        if bool((train_e < 0).any()):
-            raise UserError("sampler uniform_env needs an environment label on every training example")
-        return EnvSampler(train_e, batch_size, seed)
-    raise UserError(f"unknown sampler {kind!r}; known: random, uniform_group, uniform_env")
+    if cls.needs is not None and bool(({"g": train_g, "e": train_e}[cls.needs] < 0).any()):
+        raise UserError(f"sampler {kind} needs {_LABEL_TEXT[cls.needs]} on every training example")
+    return cls.from_labels(train_g, train_e, batch_size, seed)

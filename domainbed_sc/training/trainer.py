@@ -33,10 +33,9 @@ from .eval_batch import eval_batch_size
 from .evaluation import evaluate, predict_split
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
 from .run_dir import load_checkpoint, mark_diverged, open_run_dir, restart_from_scratch, save_checkpoint
-from .samplers import Sampler, WeightedSampler, make_sampler, restore_sampler
+from .samplers import SAMPLERS, Sampler, WeightedSampler, make_sampler, restore_sampler
 
 LABEL_NAMES = {"s": "spurious-attribute labels (s)", "g": "group labels (g)", "e": "environment labels (e)"}
-SAMPLER_NEEDS = {"uniform_group": "g", "uniform_env": "e"}
 
 
 @dataclass
@@ -117,8 +116,9 @@ def algorithm_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) ->
 
 def required_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
     needs = algorithm_labels(algorithm_cls, hparams)
-    if hparams["sampler"] in SAMPLER_NEEDS:
-        needs.add(SAMPLER_NEEDS[hparams["sampler"]])
+    sampler_needs = SAMPLERS.get(hparams["sampler"]).needs
+    if sampler_needs is not None:
+        needs.add(sampler_needs)
     return needs
 
 

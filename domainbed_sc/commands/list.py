@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from typing import Any, Callable, NamedTuple
 
@@ -19,6 +20,7 @@ class Kind(NamedTuple):
     registry: Callable[[], Any]  # imported lazily: ``--help`` should not import torch models
     labels_header: str
     labels: Callable[[Any], str]
+    text: Callable[[Any], str] | None = None  # the description; default ``describe``
 
 
 def _algorithms():
@@ -41,6 +43,21 @@ def _launchers():
     return LAUNCHERS
 
 
+def _metrics():
+    from ..metrics import METRICS
+    return METRICS
+
+
+def _selections():
+    from ..collect.methods import METHODS
+    return METHODS
+
+
+def _samplers():
+    from ..training.samplers import SAMPLERS
+    return SAMPLERS
+
+
 def _labels(names) -> str:
     return ", ".join(sorted(names)) or "-"
 
@@ -50,6 +67,9 @@ KINDS: dict[str, Kind] = {
     "datasets": Kind(_datasets, "provides", lambda cls: _labels(cls.provides)),
     "backbones": Kind(_backbones, "", lambda fn: ""),
     "launchers": Kind(_launchers, "options", lambda cls: " ".join(o.flag for o in cls.options) or "-"),
+    "metrics": Kind(_metrics, "needs", lambda m: "g" if m.needs_groups else "-", lambda m: m.describe()),
+    "samplers": Kind(_samplers, "needs", lambda cls: cls.needs or "-"),
+    "selections": Kind(_selections, "needs", lambda m: m.needs, lambda m: m.label),
 }
 
 
@@ -61,13 +81,15 @@ def describe(obj: Any) -> str:
         text = obj.__dict__.get("__doc__") or sys.modules[obj.__module__].__doc__
     text = (text or obj.__doc__ or "").strip()
     paragraph = " ".join(text.split("\n\n")[0].split())
-    return paragraph.split(". ")[0].rstrip(".") + "." if paragraph else ""
+    # the first sentence: a full stop before a capital ("i.i.d. draws", "et al. 2020" go on)
+    return re.split(r"\.\s+(?=[A-Z])", paragraph)[0].rstrip(".") + "." if paragraph else ""
 
 
 def list_table(kind: str) -> str:
     spec = KINDS[kind]
     registry = spec.registry()
-    rows = [[name, spec.labels(registry.get(name)), describe(registry.get(name))]
+    text = spec.text or describe
+    rows = [[name, spec.labels(registry.get(name)), text(registry.get(name))]
             for name in registry.names()]
     headers = ["name", spec.labels_header, "description"]
     if not spec.labels_header:

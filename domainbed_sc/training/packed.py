@@ -31,6 +31,7 @@ from torch.func import functional_call, stack_module_state
 from tqdm import tqdm
 
 from ..algorithms import ALGORITHMS, Algorithm
+from ..algorithms.resolve import resolve_hparams
 from ..cache import atomic_write_bytes
 from ..datasets import DATASETS
 from ..datasets.base import Batch
@@ -38,7 +39,7 @@ from ..errors import UserError
 from ..networks import build_featurizer
 from .records import DONE, RunArgs
 from .run_dir import open_run_dir
-from .trainer import Run, RunOptions, last_step, resolve_hparams, split_envs, summary
+from .trainer import Run, RunOptions, last_step, split_envs, summary
 
 #: optimizers whose update is elementwise, so that one over stacked tensors equals K separate ones
 ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
@@ -98,7 +99,7 @@ def algorithm_blocker(algorithm: Algorithm) -> str | None:
     cls = type(algorithm)
     if not declares_packable(cls):
         return f"algorithm {cls.name} does not declare packable = True (it needs a pure loss())"
-    if cls.on_epoch is not Algorithm.on_epoch:
+    if cls.has_epoch_hooks():
         return f"algorithm {cls.name} has epoch hooks (multi-stage training)"
     reason = module_blocker(algorithm)
     if reason:

@@ -11,11 +11,10 @@ with a ``diverged`` marker instead.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,18 +23,19 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..algorithms import ALGORITHMS, Algorithm, TaskInfo
+from ..algorithms.context import EpochContext, Schedule, total_steps
+from ..algorithms.resolve import check_labels, resolve_hparams
 from ..cache import atomic_write_bytes
-from ..datasets import DATASETS, DatasetArgs, GroupDataset, load_dataset
+from ..datasets import DATASETS, GroupDataset, load_dataset
 from ..datasets.base import Batch
 from ..errors import UserError
-from ..hparams import draw, seed_hash
+from ..hparams import seed_hash
 from .eval_batch import eval_batch_size
-from .evaluation import evaluate, predict_split
+from .evaluation import evaluate
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
 from .run_dir import load_checkpoint, mark_diverged, open_run_dir, restart_from_scratch, save_checkpoint
-from .samplers import Sampler, WeightedSampler, make_sampler, restore_sampler
+from .samplers import make_sampler, restore_sampler
 
-LABEL_NAMES = {"s": "spurious-attribute labels (s)", "g": "group labels (g)", "e": "environment labels (e)"}
 SAMPLER_NEEDS = {"uniform_group": "g", "uniform_env": "e"}
 
 
@@ -51,58 +51,6 @@ class RunOptions:
     progress: bool = True
 
 
-@dataclass
-class Schedule:
-    """How long epochs are and when the run ends.  A stage switch may change both (JTT's
-    upsampled stage 2, docs/METHODS.md §A.5): from ``origin_step`` on, an epoch is
-    ``steps_per_epoch`` steps and the first one is epoch ``origin_epoch``."""
-
-    steps_per_epoch: int
-    total: int
-    origin_step: int = 0
-    origin_epoch: int = 0
-
-    def epoch(self, step: int) -> float:
-        return self.origin_epoch + (step - self.origin_step) / self.steps_per_epoch
-
-    def epoch_starts(self, step: int) -> bool:
-        return (step - self.origin_step) % self.steps_per_epoch == 0
-
-
-@dataclass
-class EpochContext:
-    """What ``Algorithm.on_epoch`` may use: the data, the sampler, and whole-split prediction."""
-
-    epoch: int
-    step: int
-    final: bool
-    dataset: GroupDataset
-    sampler: Sampler
-    device: torch.device
-    eval_batch_size: int
-    out_dir: Path
-    extra: dict[str, Any] = field(default_factory=dict)  # logged in the next record
-    args: RunArgs | None = None  # the run's length, for ``start_stage`` (the trainer sets it)
-    schedule: Schedule | None = None  # set by ``start_stage``; the run takes it after the hook
-
-    def predict(self, algorithm: Algorithm, split: str = "train") -> Tensor:
-        return predict_split(algorithm, self.dataset.splits[split], self.eval_batch_size, self.device)
-
-    def set_sample_weights(self, weights: Tensor) -> None:
-        """From now on draw training examples with replacement, P(i) ∝ weights[i] (JTT's stage
-        2).  The run takes ``self.sampler`` back after the hook and checkpoints its weights."""
-        self.sampler = WeightedSampler.like(self.sampler, weights)
-
-    def start_stage(self, steps_per_epoch: int, epochs: float | None = None) -> int:
-        """From this step on an epoch is ``steps_per_epoch`` steps, and the run trains ``epochs``
-        more epochs; None: its whole length again (``--steps`` steps, or ``--epochs`` epochs of
-        the new length), as JTT's final model does.  Returns the steps of the new stage."""
-        steps = (total_steps(self.args, steps_per_epoch) if epochs is None
-                 else max(1, round(epochs * steps_per_epoch)))
-        self.schedule = Schedule(steps_per_epoch, self.step + steps, self.step, self.epoch)
-        return steps
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -111,85 +59,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def algorithm_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
-    return set(getattr(algorithm_cls, "required_labels", lambda hp: algorithm_cls.requires)(hparams))
-
-
-def required_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
-    needs = algorithm_labels(algorithm_cls, hparams)
-    if hparams["sampler"] in SAMPLER_NEEDS:
-        needs.add(SAMPLER_NEEDS[hparams["sampler"]])
-    return needs
-
-
-def requirement_cause(algorithm_cls: type[Algorithm], hparams: dict[str, Any], label: str) -> str:
-    """What makes the run need ``label``: the sampler, or the algorithm (in the mode its
-    ``label_reason`` names, e.g. GroupDRO's groupdro_mode=env)."""
-    if label not in algorithm_labels(algorithm_cls, hparams):
-        return f"algorithm {algorithm_cls.name} with sampler {hparams['sampler']}"
-    reason = getattr(algorithm_cls, "label_reason", lambda hp: None)(hparams)
-    return f"algorithm {algorithm_cls.name}" + (f" with {reason}" if reason else "")
-
-
-def check_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any], dataset: str,
-                 dataset_args: DatasetArgs, provides: frozenset[str]) -> None:
-    for label in sorted(required_labels(algorithm_cls, hparams) - set(provides)):
-        configured = f" {json.dumps(dataset_args.changed())}" if dataset_args.changed() else ""
-        raise UserError(f"{requirement_cause(algorithm_cls, hparams, label)} needs "
-                        f"{LABEL_NAMES[label]}, which dataset {dataset}{configured} does not provide")
-
-
 def check_run(args: RunArgs) -> None:
     """Every check of a run's arguments that needs no data: names, dataset arguments and hparam
-    overrides (type and range), and the labels the algorithm needs against what the dataset
-    provides with these arguments.  ``train`` and sweep validation both call this."""
+    overrides (type and range), and the labels the algorithm and its sampler need against what
+    the dataset provides with these arguments.  ``train`` and sweep validation both call this."""
     ds_cls, alg_cls = DATASETS.get(args.dataset), ALGORITHMS.get(args.algorithm)
     ds_args = ds_cls.parse_args(args.dataset_args)
-    hparams = draw(alg_cls.space(), 0, ds_cls.small_images, ds_cls.default_hparams, args.hparams)
-    check_labels(alg_cls, hparams, args.dataset, ds_args, ds_cls.provides_for(ds_args))
+    _, hparams = resolve_hparams(args, ds_cls)
+    sampler = hparams["sampler"]
+    by_sampler = ({SAMPLER_NEEDS[sampler]: f"algorithm {alg_cls.name} with sampler {sampler}"}
+                  if sampler in SAMPLER_NEEDS else {})
+    check_labels(alg_cls, hparams, args.dataset, ds_args, ds_cls.provides_for(ds_args), by_sampler)
 
 
 def check_requirements(algorithm_cls: type[Algorithm], hparams: dict[str, Any], ds: GroupDataset) -> None:
-    check_labels(algorithm_cls, hparams, ds.name, ds.args, ds.provides)
+    """What only the loaded data shows (``check_run`` checked the labels): the uniform_env
+    sampler needs two training environments."""
     if hparams["sampler"] == "uniform_env" and ds.num_envs < 2:
         raise UserError(f"algorithm {algorithm_cls.name} needs at least 2 training environments; "
                         f"dataset {ds.name} has {ds.num_envs}")
-
-
-def draw_seed(args: RunArgs) -> int:
-    """The seed ``hparams.draw`` takes: 0 (the defaults) for hparams_seed 0, in both searches.
-
-    Shared search (the default, a design choice of the suite): ``seed_hash(dataset, algorithm,
-    hparams_seed)``, so a draw is the same for every trial seed and selection compares draws on
-    their score averaged over the seeds.  ``hparams_per_trial`` (DomainBed's train.py):
-    ``seed_hash(hparams_seed, trial_seed)``, DomainBed's ``random_hparams`` seed, and ``draw``
-    seeds each name with ``seed_hash(seed, name)`` as DomainBed's registry does, so a name our
-    space shares with DomainBed's, with the same sampler, gets DomainBed's value for the same
-    (hparams_seed, trial_seed).  Checked against DomainBed's registry on ColoredMNIST (ERM, IRM,
-    GroupDRO, DANN; hparams seeds 1-19, trial seeds 0-2): every shared name matches but
-    resnet_dropout, which small-image datasets fix at 0 here (MNIST_CNN has no dropout, so it
-    changes nothing).  Left different: names only one space has -- our groupdro_C (a no-op in
-    groupdro_mode env), optimizer and sampler names; DomainBed's backbone switches.
-    """
-    if not args.hparams_seed:
-        return 0
-    if args.hparams_per_trial:
-        return seed_hash(args.hparams_seed, args.trial_seed)
-    return seed_hash(args.dataset, args.algorithm, args.hparams_seed)
-
-
-def resolve_hparams(args: RunArgs, ds: GroupDataset) -> tuple[type[Algorithm], dict[str, Any]]:
-    cls = ALGORITHMS.get(args.algorithm)
-    hparams = draw(cls.space(), draw_seed(args), ds.small_images, ds.default_hparams, args.hparams)
-    return cls, hparams
-
-
-def total_steps(args: RunArgs, steps_per_epoch: int) -> int:
-    if args.steps is not None and args.epochs is not None:
-        raise UserError("give --steps or --epochs, not both")
-    if args.steps is not None:
-        return int(args.steps)
-    return max(1, round((args.epochs if args.epochs is not None else 1.0) * steps_per_epoch))
 
 
 class Run:

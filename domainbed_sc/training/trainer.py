@@ -1,4 +1,5 @@
-"""One resumable training run: ``train(RunArgs, RunOptions)``.
+"""One resumable training run, ``train(RunArgs, RunOptions)``, and the loop that trains one run
+or K packed ones (``Loop``; the packed step is ``packed.PackedStep``).
 
 Order of effects, which is what makes resume exact: at each checkpoint the record is appended
 first, then ``checkpoint.pt`` (model, optimizers, sampler, RNG state, step) is written
@@ -7,11 +8,15 @@ samplers are pure functions of the step, so the remaining batches are the ones a
 run would draw.  ``done`` is written last.  The run dir is claimed, checked to belong to this
 run and cleared of dead writers' leftovers first (``run_dir``); a non-finite loss stops the run
 with a ``diverged`` marker instead.
+
+One loop does all of this for one run or for K packed runs (the nanoGPT shape: one loop, the
+step pluggable): ``Loop`` resumes, runs epoch hooks, steps, records and checkpoints, finishes
+and logs, and a ``StepStrategy`` makes the training step: each run's ``algorithm.update``, or
+``packed.PackedStep``'s vmapped step over the stacked runs.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -25,7 +30,6 @@ from tqdm import tqdm
 from ..algorithms import ALGORITHMS, Algorithm, TaskInfo
 from ..algorithms.context import EpochContext, Schedule, total_steps
 from ..algorithms.resolve import check_labels, resolve_hparams
-from ..cache import atomic_write_bytes
 from ..datasets import DATASETS, GroupDataset, load_dataset
 from ..datasets.base import Batch
 from ..errors import UserError
@@ -33,7 +37,8 @@ from ..hparams import seed_hash
 from .eval_batch import eval_batch_size
 from .evaluation import evaluate
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
-from .run_dir import load_checkpoint, mark_diverged, open_run_dir, restart_from_scratch, save_checkpoint
+from .run_dir import (last_step, load_checkpoint, mark_diverged, mark_done, open_run_dir, restart_from_scratch,
+                      run_log, run_logs, save_checkpoint)
 from .samplers import make_sampler, restore_sampler
 
 SAMPLER_NEEDS = {"uniform_group": "g", "uniform_env": "e"}
@@ -86,6 +91,7 @@ class Run:
     def __init__(self, args: RunArgs, opts: RunOptions):
         self.args, self.opts = args, opts
         self.out_dir = Path(opts.output_dir)
+        self.log = run_log(self.out_dir)
         self.device = resolve_device(opts.device)
         check_run(args)  # bad arguments fail here, before any data is read
         self.ds = load_dataset(args.dataset, args.dataset_args, args.data_seed, opts.data_dir)
@@ -129,7 +135,7 @@ class Run:
         save_checkpoint(state, self.out_dir / CHECKPOINT)
 
     def try_resume(self) -> None:
-        path, log = self.out_dir / CHECKPOINT, logging.getLogger(__name__)
+        path, log = self.out_dir / CHECKPOINT, self.log
         state = load_checkpoint(path, self.device, log)
         if state is not None and state["step"] not in {r["step"] for r in read_records(self.out_dir / RESULTS)}:
             # each checkpoint is written after its record: a missing record means results.jsonl
@@ -150,15 +156,18 @@ class Run:
         truncate_records(self.out_dir / RESULTS, self.step)
         log.info("resumed from step %d", self.step)
 
-    # -- the loop ------------------------------------------------------------------------
-    def epoch_hook(self, final: bool) -> None:
+    # -- what the loop calls -----------------------------------------------------------------
+    def epoch_hook(self, final: bool) -> bool:
+        """The algorithm's ``on_epoch``; whether it changed the sampler or the schedule."""
         ctx = EpochContext(int(self.schedule.epoch(self.step)), self.step, final, self.ds,
                            self.sampler, self.device, self.eval_batch_size, self.out_dir,
                            args=self.args)
         self.algorithm.on_epoch(ctx)
+        changed = ctx.sampler is not self.sampler or ctx.schedule is not None
         self.sampler = ctx.sampler
         self.schedule = ctx.schedule or self.schedule
         self.extra.update(ctx.extra)
+        return changed
 
     def batch_stream(self, start: int | None = None) -> Iterator[Batch]:
         """Training batches from ``start`` (default: the current step) on; disk splits prefetch
@@ -175,6 +184,8 @@ class Run:
         self.step += 1
 
     def checkpoint(self, t0: float) -> Record:
+        """Evaluate, append the record, then write the checkpoint (a non-finite mean loss marks
+        the run diverged instead)."""
         losses = {k: float(v) / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
         if not all(math.isfinite(v) for v in losses.values()):  # a sum over steps: any bad step shows
             raise mark_diverged(self.out_dir, self.step, losses)
@@ -195,33 +206,8 @@ class Run:
         return self.schedule.epoch_starts(self.step) if self.per_epoch else self.step % self.freq == 0
 
     def execute(self) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if (self.out_dir / DONE).exists():
-            return self.out_dir
-        self.try_resume()
-        log = logging.getLogger(__name__)
-        bar = tqdm(total=self.total, initial=self.step, disable=not self.opts.progress,
-                   desc=self.args.dir_name()[:40], mininterval=1.0, leave=False)
-        t0 = time.time()
-        stream = self.batch_stream()
-        while self.step < self.total:
-            if self.schedule.epoch_starts(self.step):
-                self.epoch_hook(final=False)
-                stream = self.batch_stream()  # the hook may have changed the sampler, the length
-                bar.total = self.total
-            self.train_step(next(stream))
-            bar.update(1)
-            if self.checkpoint_due() and self.step < self.total:
-                rec = self.checkpoint(t0)
-                t0 = time.time()
-                log.info("step %d %s", rec.step, summary(rec))
-                bar.set_postfix_str(summary(rec), refresh=False)
-        if not (self.out_dir / RESULTS).exists() or last_step(self.out_dir) < self.total:
-            self.epoch_hook(final=True)
-            rec = self.checkpoint(t0)
-            log.info("final step %d %s", rec.step, summary(rec))
-        bar.close()
-        atomic_write_bytes(self.out_dir / DONE, lambda f: f.write(b"done\n"))
+        """Train this run to the end (the dir unheld: ``train`` holds it)."""
+        train_runs([self], StepStrategy, self.opts.progress)
         return self.out_dir
 
 
@@ -230,8 +216,124 @@ def split_envs(batch: Batch, sizes: list[int]) -> list[Batch]:
     return [Batch(*parts) for parts in zip(*(t.split(sizes) for t in batch.tensors()))]
 
 
-def last_step(out_dir: Path) -> int:
-    return max((r["step"] for r in read_records(out_dir / RESULTS)), default=-1)
+class StepStrategy:
+    """One training step of every run in the loop: each run's own ``algorithm.update``.  The
+    packed strategy (``packed.PackedStep``) instead steps K runs' stacked parameters at once and
+    keeps their state until the loop asks for it (``settle``); here the runs hold it all along."""
+
+    def __init__(self, runs: list[Run], live: list[bool]):
+        self.runs = runs
+
+    def step(self, batches: tuple[Batch, ...], live: list[bool]) -> None:
+        """One step of the live runs on their batches (a waiting run's batch is ignored)."""
+        for run, batch, on in zip(self.runs, batches, live):
+            if on:
+                run.train_step(batch)
+
+    def settle(self, r: int) -> None:
+        """Make run r's own algorithm and loss sums current: it records or runs a hook next."""
+
+    def recorded(self) -> None:
+        """The live runs have recorded: their loss sums start again."""
+
+    def reload(self, live: list[bool]) -> None:
+        """Take the runs' own state back: a hook changed it, or waiting runs joined."""
+
+
+class Loop:
+    """The training loop over runs that share one schedule (one run, or a pack).  Runs resumed
+    from later checkpoints than others wait (``live`` False) until the loop reaches their step."""
+
+    def __init__(self, runs: list[Run], strategy: type[StepStrategy], progress: bool):
+        step = min(run.step for run in runs)
+        self.runs, self.live = runs, [run.step == step for run in runs]
+        self.lead = runs[self.live.index(True)]  # a live run: its step and schedule are the loop's
+        self.strategy = strategy(runs, self.live)
+        desc = runs[0].args.dir_name()[:40] if len(runs) == 1 else f"pack of {len(runs)}"
+        self.bar = tqdm(total=self.lead.total, initial=step, disable=not progress, desc=desc,
+                        mininterval=1.0, leave=False)
+
+    def run(self) -> None:
+        t0 = time.time()
+        stream = self.batches()
+        while self.lead.step < self.lead.total:
+            if self.lead.schedule.epoch_starts(self.lead.step) and self.epoch_hooks():
+                stream = self.batches()  # a hook changed the sampler or the length
+                self.bar.total = self.lead.total
+            self.strategy.step(next(stream), self.live)
+            self.bar.update(1)
+            if self.lead.checkpoint_due() and self.lead.step < self.lead.total:
+                self.checkpoint(t0)
+                t0 = time.time()
+        self.finish(t0)
+        self.bar.close()
+
+    def batches(self) -> Iterator[tuple[Batch, ...]]:
+        return zip(*(run.batch_stream(self.lead.step) for run in self.runs))
+
+    def hook(self, r: int, final: bool) -> bool:
+        """Run r's epoch hook, if its algorithm has one; whether it changed sampler or length."""
+        if not self.runs[r].algorithm.has_epoch_hooks():
+            return False
+        self.strategy.settle(r)
+        return self.runs[r].epoch_hook(final)
+
+    def epoch_hooks(self) -> bool:
+        hooked = [r for r, live in enumerate(self.live) if live and self.runs[r].algorithm.has_epoch_hooks()]
+        changed = [self.hook(r, final=False) for r in hooked]
+        if hooked:
+            self.strategy.reload(self.live)
+        return any(changed)
+
+    def record(self, r: int, t0: float, final: bool = False) -> None:
+        run = self.runs[r]
+        self.strategy.settle(r)
+        rec = run.checkpoint(t0)
+        run.log.info("%sstep %d %s", "final " * final, rec.step, summary(rec))
+        self.bar.set_postfix_str(summary(rec), refresh=False)
+
+    def checkpoint(self, t0: float) -> None:
+        """Record and checkpoint every live run at this step; then let waiting runs join."""
+        for r, live in enumerate(self.live):
+            if live:
+                self.record(r, t0)
+        self.strategy.recorded()
+        joining = [not live and run.step == self.lead.step for live, run in zip(self.live, self.runs)]
+        if any(joining):
+            self.live[:] = [a or b for a, b in zip(self.live, joining)]
+            self.strategy.reload(self.live)
+
+    def finish(self, t0: float) -> None:
+        """The final hook and record where a run lacks its final record, then ``done``."""
+        if not all(self.live):  # only if a checkpoint was off the shared checkpoint steps
+            raise RuntimeError("a packed run never reached the step of its checkpoint")
+        for r, run in enumerate(self.runs):
+            if last_step(run.out_dir) < run.total:
+                self.hook(r, final=True)
+                self.record(r, t0, final=True)
+            mark_done(run.out_dir)
+
+
+def open_runs(runs: list[Run]) -> list[Run]:
+    """The unfinished runs, resumed from their checkpoints; finished ones get ``done``."""
+    todo = []
+    for run in runs:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        if (run.out_dir / DONE).exists():
+            continue
+        run.try_resume()
+        if run.step >= run.total and last_step(run.out_dir) >= run.total:
+            mark_done(run.out_dir)  # killed between its last record and `done`
+            continue
+        todo.append(run)
+    return todo
+
+
+def train_runs(runs: list[Run], strategy: type[StepStrategy], progress: bool) -> None:
+    """Resume the runs and train the unfinished ones to the end with ``strategy``."""
+    runs = open_runs(runs)
+    if runs:
+        Loop(runs, strategy, progress).run()
 
 
 def summary(record: Record) -> str:
@@ -240,15 +342,5 @@ def summary(record: Record) -> str:
 
 def train(args: RunArgs, opts: RunOptions) -> Path:
     run = Run(args, opts)  # every check on the arguments and data, before the dir is touched
-    out_dir = Path(opts.output_dir)
-    with open_run_dir(out_dir, args):
-        handler = logging.FileHandler(out_dir / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger = logging.getLogger(__name__)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        try:
-            return run.execute()
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+    with open_run_dir(run.out_dir, args), run_logs([run.out_dir]):
+        return run.execute()

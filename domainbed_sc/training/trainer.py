@@ -37,8 +37,8 @@ from ..hparams import seed_hash
 from .eval_batch import eval_batch_size
 from .evaluation import evaluate
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
-from .run_dir import (last_step, load_checkpoint, mark_diverged, mark_done, open_run_dir, restart_from_scratch,
-                      run_log, run_logs, save_checkpoint)
+from .run_dir import (last_step, load_checkpoint, mark_diverged, mark_done, open_run_dir,
+                      restart_from_scratch, run_log, run_logs, save_checkpoint)
 from .samplers import make_sampler, restore_sampler
 
 SAMPLER_NEEDS = {"uniform_group": "g", "uniform_env": "e"}
@@ -272,14 +272,14 @@ class Loop:
         return zip(*(run.batch_stream(self.lead.step) for run in self.runs))
 
     def hook(self, r: int, final: bool) -> bool:
-        """Run r's epoch hook, if its algorithm has one; whether it changed sampler or length."""
-        if not self.runs[r].algorithm.has_epoch_hooks():
-            return False
+        """Run r's epoch hook on its settled state; whether it changed the sampler or length."""
         self.strategy.settle(r)
         return self.runs[r].epoch_hook(final)
 
     def epoch_hooks(self) -> bool:
-        hooked = [r for r, live in enumerate(self.live) if live and self.runs[r].algorithm.has_epoch_hooks()]
+        """The live runs' hooks at an epoch start, where the algorithm has one (a pack's never
+        has: ``packed.algorithm_blocker``); whether one changed a sampler or the length."""
+        hooked = [r for r, run in enumerate(self.runs) if self.live[r] and run.algorithm.has_epoch_hooks()]
         changed = [self.hook(r, final=False) for r in hooked]
         if hooked:
             self.strategy.reload(self.live)
@@ -309,7 +309,8 @@ class Loop:
             raise RuntimeError("a packed run never reached the step of its checkpoint")
         for r, run in enumerate(self.runs):
             if last_step(run.out_dir) < run.total:
-                self.hook(r, final=True)
+                if run.algorithm.has_epoch_hooks():
+                    self.hook(r, final=True)
                 self.record(r, t0, final=True)
             mark_done(run.out_dir)
 

@@ -206,7 +206,7 @@ class Run:
         return self.schedule.epoch_starts(self.step) if self.per_epoch else self.step % self.freq == 0
 
     def execute(self) -> Path:
-        """Train this run to the end (the dir unheld: ``train`` holds it)."""
+        """Resume this run and train it to the end (``train`` holds its dir and log around this)."""
         train_runs([self], StepStrategy, self.opts.progress)
         return self.out_dir
 

@@ -9,8 +9,8 @@ run would draw.  ``done`` is written last.  The run dir is claimed, checked to b
 run and cleared of dead writers' leftovers first (``run_dir``); a non-finite loss stops the run
 with a ``diverged`` marker instead.
 
-One loop does all of this for one run or for K packed runs (the nanoGPT shape: one loop, the
-step pluggable): ``Loop`` resumes, runs epoch hooks, steps, records and checkpoints, finishes
+One loop does all of this for one run or for K packed runs (docs/METHODS.md §P.7; the nanoGPT
+shape: one loop, the step pluggable): ``Loop`` resumes, runs epoch hooks, steps, records and checkpoints, finishes
 and logs, and a ``StepStrategy`` makes the training step: each run's ``algorithm.update``, or
 ``packed.PackedStep``'s vmapped step over the stacked runs.
 """

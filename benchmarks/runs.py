@@ -57,14 +57,15 @@ def timed_steps(step, warmup: int, steps: int, device: torch.device) -> float:
 
 def train_seconds(runs: list, warmup: int, steps: int) -> float:
     """Seconds for ``steps`` training steps of one run, or of the runs packed together."""
-    from domainbed_sc.training.packed import Pack
+    from domainbed_sc.training.packed import PackedStep
 
     if len(runs) == 1:
         stream = runs[0].batch_stream()
         return timed_steps(lambda: runs[0].train_step(next(stream)), warmup, steps, runs[0].device)
-    pack = Pack(runs)
+    live = [True] * len(runs)
+    pack = PackedStep(runs, live)
     stream = zip(*(run.batch_stream(0) for run in runs))
-    return timed_steps(lambda: pack.train_step(next(stream)), warmup, steps, pack.device)
+    return timed_steps(lambda: pack.step(next(stream), live), warmup, steps, pack.device)
 
 
 @contextlib.contextmanager

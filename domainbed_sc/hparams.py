@@ -4,7 +4,7 @@ A space maps names to ``HParam``: a default and, for random search, a sampler.  
 distinguishes "small image" (MNIST-like) from large-image datasets; ``large`` holds the other
 default/sampler where they differ.  Draws follow DomainBed: hparams_seed 0 gives the defaults,
 any other seed draws each name from ``RandomState(seed_hash(seed, name))``.  The trainer picks
-the seed (``trainer.draw_seed``): from (dataset, algorithm, hparams_seed) by default, or from
+the seed (``algorithms.resolve.draw_seed``): from (dataset, algorithm, hparams_seed) by default, or from
 (hparams_seed, trial_seed) as DomainBed does when a run sets ``hparams_per_trial``.
 """
 from __future__ import annotations

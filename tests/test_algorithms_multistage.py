@@ -15,6 +15,7 @@ from torch import nn
 
 from domainbed_sc.algorithms import ALGORITHMS, TaskInfo
 from domainbed_sc.algorithms.chroma_vae import RECONSTRUCTIONS_PNG, KNNClassifier
+from domainbed_sc.algorithms.context import EpochContext
 from domainbed_sc.algorithms.vae_nets import Decoder, Encoder
 from domainbed_sc.collect.reader import read_runs
 from domainbed_sc.collect.methods import METHODS
@@ -25,7 +26,7 @@ from domainbed_sc.hparams import draw
 from domainbed_sc.training.records import CHECKPOINT, RESULTS, RunArgs, read_records
 from domainbed_sc.training.run_dir import load_checkpoint
 from domainbed_sc.training.samplers import RandomSampler, WeightedSampler, restore_sampler
-from domainbed_sc.training.trainer import EpochContext, Run, RunOptions
+from domainbed_sc.training.trainer import Run, RunOptions
 
 
 # -- helpers ------------------------------------------------------------------------------

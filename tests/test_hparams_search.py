@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from domainbed_sc.algorithms.resolve import resolve_hparams
 from domainbed_sc.cli import build_parser
 from domainbed_sc.datasets import DATASETS
 from domainbed_sc.errors import UserError
 from domainbed_sc.hparams import seed_hash
 from domainbed_sc.training.packed import pack_key
 from domainbed_sc.training.records import RunArgs
-from domainbed_sc.training.trainer import resolve_hparams
 
 CMNIST = {"variant": "domainbed", "test_env": 2}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from fixtures_run import killed_after
 from torch import nn
 
 from domainbed_sc.algorithms import ALGORITHMS
@@ -159,6 +160,19 @@ def test_packed_checkpoint_resumes_unpacked(tmp_path, monkeypatch):
     (args, opts), ref = pack[2], unpacked(tmp_path, pack[2:])[0]
     out = train(args, opts)  # the unpacked trainer finishes what the pack began
     assert_same_run(out, ref)
+
+
+def test_unpacked_checkpoint_resumes_packed(tmp_path):
+    """An unpacked run killed after its step-8 checkpoint joins a pack whose other run starts
+    from scratch: it waits in its slot until the pack reaches step 8, then trains on from its
+    own checkpoint; both equal uninterrupted runs."""
+    pack = members(tmp_path, seeds=SEEDS[:2], hparams={"lr_milestones": [1]})
+    with killed_after(8):
+        train(*pack[0])
+    dirs = train_packed(pack)
+    assert "resumed from step 8" in (dirs[0] / "log.txt").read_text()
+    for out, ref in zip(dirs, unpacked(tmp_path, pack)):
+        assert_same_run(out, ref)
 
 
 def test_incompatible_runs_are_refused(tmp_path):

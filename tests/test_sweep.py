@@ -183,7 +183,7 @@ EX2L_PROTOCOL = {"ERM": ("random", None), "GroupDRO": ("uniform_group", "group")
 ])
 def test_cmnist_sweeps_sample_as_their_papers_did(stem, backbone, protocol):
     from domainbed_sc.datasets import DATASETS
-    from domainbed_sc.training.trainer import resolve_hparams
+    from domainbed_sc.algorithms.resolve import resolve_hparams
 
     seen: dict[str, set] = {}
     for args in load_sweep(REPO / "sweeps" / f"{stem}.yaml").runs():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from domainbed_sc.algorithms import ALGORITHMS
+from domainbed_sc.algorithms.resolve import resolve_hparams
 from domainbed_sc.datasets import load_dataset
 from domainbed_sc.datasets.base import TensorSplit
 from domainbed_sc.errors import UserError
@@ -19,7 +20,6 @@ from domainbed_sc.hparams import draw
 from domainbed_sc.training.evaluation import split_metrics
 from domainbed_sc.training.records import CHECKPOINT, DONE, RESULTS, RunArgs, read_records
 from domainbed_sc.training.samplers import EnvSampler, RandomSampler, WeightedSampler, group_weights
-from domainbed_sc.training.trainer import resolve_hparams
 
 
 def test_run_writes_one_record_per_checkpoint_and_done(run_toy):

@@ -3,25 +3,27 @@
 An algorithm is one small ``nn.Module`` class: ``update(batches) -> dict of losses`` and
 ``predict(x) -> logits``.  ``batches`` is a list of ``Batch``: one per training environment with
 the ``uniform_env`` sampler, a single one otherwise.  It owns its optimizers, declares the
-training-time labels it ``requires`` (a subset of "s", "g", "e") and its hyperparameter space
-``HPARAMS`` (merged with its base classes').  Multi-stage methods override ``on_epoch``, which the
-trainer calls at every epoch boundary and once more after the last step.
+training-time labels it ``requires`` (a subset of "s", "g", "e"; ``required_labels`` when they
+depend on an hparam) and its hyperparameter space ``HPARAMS`` (merged with its base classes').
+Multi-stage methods override ``on_epoch``, which the trainer calls with an ``EpochContext``
+(``context.py``) at every epoch boundary and once more after the last step.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from ..datasets.base import Batch
 from ..hparams import HParam, choice, log_uniform, non_negative, one_of, positive, pow2_int
 from ..networks import Featurizer, build_featurizer
 from ..training.samplers import SAMPLERS
-
-if TYPE_CHECKING:
-    from ..training.trainer import EpochContext
+from .context import EpochContext
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,25 @@ class Algorithm(nn.Module):
         it runs under ``torch.vmap``, so no randomness and no control flow on tensor values."""
         raise NotImplementedError
 
-    def on_epoch(self, ctx: "EpochContext") -> None:
+    def on_epoch(self, ctx: EpochContext) -> None:
         """Called at the start of every epoch and once after training (multi-stage methods)."""
+
+    @classmethod
+    def has_epoch_hooks(cls) -> bool:
+        """Whether the class overrides ``on_epoch`` (the trainer skips the base's no-op)."""
+        return cls.on_epoch is not Algorithm.on_epoch
+
+    @classmethod
+    def required_labels(cls, hparams: dict[str, Any]) -> set[str]:
+        """The training-time labels a run with these hparams needs: ``requires`` unless a mode
+        hparam decides (GroupDRO's groupdro_mode, DL's dl_variant)."""
+        return set(cls.requires)
+
+    @classmethod
+    def label_reason(cls, hparams: dict[str, Any]) -> str | None:
+        """The hparam setting that makes ``required_labels`` what it is, for the requirement
+        error (e.g. "groupdro_mode=env"); None when the labels do not depend on one."""
+        return None
 
     def extra_state(self) -> dict[str, Any]:
         """Non-tensor state to checkpoint beyond parameters, buffers and optimizers."""
@@ -108,13 +127,30 @@ class Algorithm(nn.Module):
         return merged
 
     # -- helpers for subclasses ----------------------------------------------------------
+    @staticmethod
+    def step_optimizer(loss: Tensor, optimizer: Optimizer | Sequence[Optimizer],
+                       scheduler: LRScheduler | None | Sequence[LRScheduler | None] = None) -> None:
+        """One training step on ``loss``: clear the gradients, backpropagate once, step the
+        optimizer, then the scheduler (per step; None: no schedule).  Several optimizers (and
+        their schedulers) step on one backward pass, e.g. EX2L's two models."""
+        optimizers = [optimizer] if isinstance(optimizer, Optimizer) else list(optimizer)
+        schedulers = scheduler if isinstance(scheduler, Sequence) else [scheduler]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        for sched in schedulers:
+            if sched is not None:
+                sched.step()
+
     def make_featurizer(self) -> Featurizer:
         hp = self.hparams
         return build_featurizer(hp["arch"], self.task.input_shape, hp["input_resize"],
                                 pretrained=hp["pretrained"], dropout=hp["resnet_dropout"])
 
     def make_optimizer(self, params, lr: float | None = None,
-                       weight_decay: float | None = None) -> torch.optim.Optimizer:
+                       weight_decay: float | None = None) -> Optimizer:
         hp = self.hparams
         lr = hp["lr"] if lr is None else lr
         wd = hp["weight_decay"] if weight_decay is None else weight_decay
@@ -125,7 +161,7 @@ class Algorithm(nn.Module):
                                    nesterov=hp["nesterov"], fused=True)
         return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=True)
 
-    def make_scheduler(self, optimizer: torch.optim.Optimizer):
+    def make_scheduler(self, optimizer: Optimizer) -> LRScheduler | None:
         """MultiStepLR over steps, from ``lr_milestones`` given in epochs (None when empty)."""
         milestones = [int(m * self.task.steps_per_epoch) for m in self.hparams["lr_milestones"]]
         if not milestones:
@@ -146,4 +182,4 @@ class Algorithm(nn.Module):
 
 
 def _is_stateful(obj: Any) -> bool:
-    return isinstance(obj, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler))
+    return isinstance(obj, (Optimizer, LRScheduler))

@@ -37,7 +37,6 @@ from ..hparams import HParam, between, choice, log_uniform, non_negative, one_of
 from ..networks import mlp_head
 from . import register_algorithm
 from .base import Algorithm, TaskInfo
-from .erm import ERM
 from .vae_nets import Decoder, Encoder
 
 STAGE2_KINDS = ("knn", "mlp", "xtilde")
@@ -151,7 +150,7 @@ class ChromaVAE(Algorithm):
         kl = 0.5 * (mu ** 2 + logvar.exp() - logvar - 1).sum(1).mean()
         ce = F.cross_entropy(self.classifier(mu[:, :self.d1]), b.y)
         loss = recon + self.hparams["chroma_beta"] * kl + self.hparams["chroma_lambda"] * ce
-        ERM.step(self, loss)  # the optimizer and scheduler step, on this class's attributes
+        self.step_optimizer(loss, self.optimizer, self.scheduler)
         return {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach(), "ce": ce.detach()}
 
     def predict(self, x: Tensor) -> Tensor:
@@ -207,9 +206,7 @@ class ChromaVAE(Algorithm):
         for _ in range(self.hparams["chroma_stage2_epochs"]):
             for idx in torch.randperm(len(y), device=y.device).split(self.hparams["batch_size"]):
                 loss = F.cross_entropy(self.stage2(self.stage2_input(mu2[idx], sample=True)), y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                self.step_optimizer(loss, optimizer)
 
     @torch.no_grad()
     def colour_shift(self, split: Split, device: torch.device) -> dict[str, float]:

@@ -110,9 +110,7 @@ class AbstractDANN(ERM):
         disc_step = self.is_disc_step(int(self.update_count))
         class_loss, disc_loss = self.losses(Batch.cat(batches), disc_step)
         if disc_step:
-            self.disc_optimizer.zero_grad(set_to_none=True)
-            disc_loss.backward()
-            self.disc_optimizer.step()
+            self.step_optimizer(disc_loss, self.disc_optimizer)
         else:
             self.step(class_loss - self.hparams["lambda"] * disc_loss)
         return {"loss": class_loss.detach(), "disc_loss": disc_loss.detach(), "disc_step": float(disc_step)}

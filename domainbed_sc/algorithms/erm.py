@@ -22,12 +22,8 @@ class ERM(Algorithm):
         self.scheduler = self.make_scheduler(self.optimizer)
 
     def step(self, loss: Tensor) -> None:
-        """One optimizer step on ``loss`` (and one scheduler step)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        """One step of ERM's optimizer and scheduler on ``loss`` (its subclasses' too)."""
+        self.step_optimizer(loss, self.optimizer, self.scheduler)
 
     def loss(self, batches: list[Batch]) -> tuple[Tensor, dict[str, Tensor]]:
         b = Batch.cat(batches)

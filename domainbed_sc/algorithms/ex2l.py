@@ -106,15 +106,8 @@ class EX2L(Algorithm):
         t = self.objective(Batch.cat(batches))
         hp = self.hparams
         loss = t.ce + hp["ex2l_lambda_c"] * t.ce_confounder + hp["ex2l_lambda_s"] * t.sim
-        optimizers = (self.optimizer, self.confounder_optimizer)
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        for sched in (self.scheduler, self.confounder_scheduler):
-            if sched is not None:
-                sched.step()
+        self.step_optimizer(loss, (self.optimizer, self.confounder_optimizer),
+                            (self.scheduler, self.confounder_scheduler))
         return {"loss": loss.detach(), "ce": t.ce.detach(),
                 "ce_confounder": t.ce_confounder.detach(), "sim": t.sim.detach()}
 

@@ -1,44 +1,42 @@
 """Packed training: K independent runs of one architecture trained at once, in one process.
 
 The K runs are ordinary trainer ``Run`` objects: built as the trainer builds them (same seeds,
-so the same initial weights, data and sampler), and evaluated, recorded and checkpointed by the
-trainer's own code into their own output dirs.  Only the training step is shared: their
+so the same initial weights, data and sampler), and trained by the trainer's own loop
+(``trainer.Loop``: resume, epoch hooks, records, checkpoints, divergence, ``done``) into their
+own output dirs.  Only the training step differs, ``PackedStep``: their
 parameters are stacked (``torch.func.stack_module_state``), the algorithm's pure ``loss`` is
 vmapped over the stack through ``functional_call``, and one optimizer of the runs' own class and
 settings steps the stacked tensors.  Adam and SGD are elementwise, so that equals K separate
-optimizers when the runs share hyperparameters and step counts.  At every checkpoint the stack
+optimizers when the runs share hyperparameters and step counts.  Before every record the stack
 is written back into each run's own algorithm (parameters, optimizer state sliced per run,
 scheduler), so a packed run's files are those of an unpacked run, and either can resume the other.
 
 A killed pack may leave its runs at different checkpoints (the kill fell between two of their
-checkpoint writes).  The pack restarts at the smallest step; a run that is ahead rides along in
-its slot without being recorded and is reloaded from its own checkpoint when the pack reaches its
+checkpoint writes).  The loop restarts at the smallest step; a run that is ahead rides along in
+its slot without being recorded and is reloaded from its own checkpoint when the loop reaches its
 step.  The records' ``wall_time`` is the pack's wall time.
 """
 from __future__ import annotations
 
 import functools
-import logging
-import time
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
-from tqdm import tqdm
 
 from ..algorithms import ALGORITHMS, Algorithm
-from ..cache import atomic_write_bytes
+from ..algorithms.resolve import resolve_hparams
 from ..datasets import DATASETS
 from ..datasets.base import Batch
 from ..errors import UserError
 from ..networks import build_featurizer
 from .records import DONE, RunArgs
-from .run_dir import open_run_dir
-from .trainer import Run, RunOptions, last_step, resolve_hparams, split_envs, summary
+from .run_dir import open_run_dir, run_logs
+from .trainer import Run, RunOptions, StepStrategy, split_envs, train_runs
 
 #: optimizers whose update is elementwise, so that one over stacked tensors equals K separate ones
 ELEMENTWISE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
@@ -98,7 +96,7 @@ def algorithm_blocker(algorithm: Algorithm) -> str | None:
     cls = type(algorithm)
     if not declares_packable(cls):
         return f"algorithm {cls.name} does not declare packable = True (it needs a pure loss())"
-    if cls.on_epoch is not Algorithm.on_epoch:
+    if cls.has_epoch_hooks():
         return f"algorithm {cls.name} has epoch hooks (multi-stage training)"
     reason = module_blocker(algorithm)
     if reason:
@@ -159,17 +157,13 @@ class _Loss(nn.Module):
         return self.alg.loss(batches)
 
 
-class Pack:
-    """K compatible runs and their stacked parameters, optimizer and scheduler."""
+class PackedStep(StepStrategy):
+    """The training step of K compatible runs: their stacked parameters, optimizer and scheduler."""
 
-    def __init__(self, runs: list[Run]):
-        check_compatible(runs)
-        self.runs = runs
+    def __init__(self, runs: list[Run], live: list[bool]):
+        super().__init__(runs, live)
         ref = runs[0]
-        self.device, self.total, self.freq = ref.device, ref.total, ref.freq
-        self.sizes = ref.sampler.batch_sizes()
-        self.step = min(run.step for run in runs)
-        self.live = [run.step == self.step for run in runs]  # the others wait for their step
+        self.device, self.sizes = ref.device, ref.sampler.batch_sizes()
         # one name per optimized parameter, in the optimizer's order (its state_dict's indices)
         names = {id(p): n for n, p in ref.algorithm.named_parameters()}
         self.names = [names[id(p)] for g in ref.algorithm.optimizer.param_groups for p in g["params"]]
@@ -184,9 +178,13 @@ class Pack:
         self.module = _Loss(ref.algorithm)
         # randomness="error": packed algorithms must not draw random numbers while training
         self.vloss = torch.vmap(self._loss, randomness="error")
-        self.load_from_runs()
+        self.reload(live)
         self.loss_sums: dict[str, Tensor] = {}
         self.loss_count = 0
+        self.settled: set[int] = set()  # runs whose own state is current at this step
+        for run in runs:
+            run.log.info("training packed with %s", ", ".join(
+                r.out_dir.name for r in runs if r is not run) or "no other run")
 
     # -- moving state between the stack and the runs --------------------------------------
     def _shaped_like(self, value: Any, i: int, stacked: bool) -> bool:
@@ -194,10 +192,10 @@ class Pack:
         shape = self.params[self.names[i]].shape
         return isinstance(value, Tensor) and value.shape == (shape if stacked else shape[1:])
 
-    def load_from_runs(self) -> None:
+    def reload(self, live: list[bool]) -> None:
         """Stack every run's parameters and optimizer state; shared state from a live run."""
         algs = [run.algorithm for run in self.runs]
-        ref = algs[self.live.index(True)]
+        ref = algs[live.index(True)]
         with torch.no_grad():
             for n, p in self.params.items():
                 p.copy_(torch.stack([alg.get_parameter(n) for alg in algs]))
@@ -210,19 +208,27 @@ class Pack:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ref.scheduler.state_dict())
 
-    def write_back(self, r: int) -> None:
-        """Put slot r of the stack into run r's own algorithm, ready for its checkpoint."""
-        alg = self.runs[r].algorithm
+    def settle(self, r: int) -> None:
+        """Put slot r of the stack and its loss sums into run r, ready for its record."""
+        if r in self.settled:
+            return
+        self.settled.add(r)
+        run = self.runs[r]
         with torch.no_grad():
             for n, p in self.params.items():
-                alg.get_parameter(n).copy_(p[r])
+                run.algorithm.get_parameter(n).copy_(p[r])
         sd = self.optimizer.state_dict()
         state = {i: {k: v[r].clone() if self._shaped_like(v, i, stacked=True) else v.clone()
                      for k, v in s.items()}
                  for i, s in sd["state"].items()}
-        alg.optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+        run.algorithm.optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
         if self.scheduler is not None:
-            alg.scheduler.load_state_dict(self.scheduler.state_dict())
+            run.algorithm.scheduler.load_state_dict(self.scheduler.state_dict())
+        run.loss_sums = {k: v[r] for k, v in self.loss_sums.items()}
+        run.loss_count = self.loss_count
+
+    def recorded(self) -> None:
+        self.loss_sums, self.loss_count = {}, 0
 
     # -- training ---------------------------------------------------------------------------
     def _loss(self, params: dict[str, Tensor], fields: tuple[Tensor, ...]):
@@ -232,110 +238,19 @@ class Pack:
         return functional_call(self.module, {f"alg.{n}": p for n, p in params.items()}, (batches,),
                                tie_weights=False)
 
-    def train_step(self, batches: tuple[Batch, ...]) -> None:
+    def step(self, batches: tuple[Batch, ...], live: list[bool]) -> None:
+        """One vmapped step of all K slots; a waiting run's slot rides along until it joins."""
         fields = tuple(torch.stack(ts) for ts in zip(*(b.to(self.device).tensors() for b in batches)))
         losses, logs = self.vloss(self.params, fields)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # run r's loss depends only on slot r: each slot gets its own grad
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        # run r's loss depends only on slot r: each slot gets its own gradient
+        Algorithm.step_optimizer(losses.sum(), self.optimizer, self.scheduler)
         for k, v in logs.items():
             self.loss_sums[k] = self.loss_sums.get(k, 0) + v.detach()
         self.loss_count += 1
-        self.step += 1
-
-    def record(self, r: int, t0: float, final: bool = False) -> None:
-        """Write slot r back; run r then evaluates, records and checkpoints itself (trainer code)."""
-        run = self.runs[r]
-        self.write_back(r)
-        run.step = self.step
-        run.loss_sums = {k: v[r] for k, v in self.loss_sums.items()}
-        run.loss_count = self.loss_count
-        rec = run.checkpoint(t0)
-        run_log(run.out_dir).info("%sstep %d %s", "final " * final, rec.step, summary(rec))
-
-    def checkpoint(self, t0: float) -> None:
-        """Record and checkpoint every live run at this step; then let waiting runs join."""
-        for r, live in enumerate(self.live):
-            if live:
-                self.record(r, t0)
-        self.loss_sums, self.loss_count = {}, 0
-        joining = [not live and run.step == self.step for live, run in zip(self.live, self.runs)]
-        if any(joining):
-            self.live = [a or b for a, b in zip(self.live, joining)]
-            self.load_from_runs()
-
-    def finish(self, t0: float) -> None:
-        """The final record where a run lacks one (as the trainer does), then ``done``."""
-        if not all(self.live):  # only if a checkpoint was off the pack's checkpoint steps
-            raise RuntimeError("a packed run never reached the step of its checkpoint")
-        for r, run in enumerate(self.runs):
-            if last_step(run.out_dir) < self.total:
-                self.record(r, t0, final=True)
-            mark_done(run.out_dir)
-
-    def execute(self, progress: bool) -> None:
-        batches = zip(*(run.batch_stream(self.step) for run in self.runs))
-        bar = tqdm(total=self.total, initial=self.step, disable=not progress, mininterval=1.0,
-                   desc=f"pack of {len(self.runs)}", leave=False)
-        t0 = time.time()
-        while self.step < self.total:
-            self.train_step(next(batches))
-            bar.update(1)
-            if self.step % self.freq == 0 and self.step < self.total:
-                self.checkpoint(t0)
-                t0 = time.time()
-        self.finish(t0)
-        bar.close()
-
-
-def open_runs(built: list[Run]) -> list[Run]:
-    """The unfinished runs, resumed from their checkpoints; finished ones get ``done``."""
-    runs = []
-    for run in built:
-        out = run.out_dir
-        if (out / DONE).exists():
-            continue
-        run.try_resume()
-        if run.step:
-            run_log(out).info("resumed from step %d", run.step)
-        if run.step >= run.total and last_step(out) >= run.total:
-            mark_done(out)  # killed between its last record and `done`
-            continue
-        runs.append(run)
-    for run in runs:
-        run_log(run.out_dir).info("training packed with %s", ", ".join(
-            r.out_dir.name for r in runs if r is not run) or "no other run")
-    return runs
-
-
-def mark_done(out_dir: Path) -> None:
-    atomic_write_bytes(out_dir / DONE, lambda f: f.write(b"done\n"))
-
-
-def run_log(out_dir: Path) -> logging.Logger:
-    """The logger whose lines go to this run's log.txt (while ``run_logs`` holds it)."""
-    return logging.getLogger(f"{__name__}.{out_dir.name}")
-
-
-@contextmanager
-def run_logs(out_dirs: list[Path]) -> Iterator[None]:
-    """Each run's log.txt gets its own lines, in the trainer's format."""
-    attached = []
-    for d in out_dirs:
-        handler = logging.FileHandler(d / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger = run_log(d)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        attached.append((logger, handler))
-    try:
-        yield
-    finally:
-        for logger, handler in attached:
-            logger.removeHandler(handler)
-            handler.close()
+        for run, on in zip(self.runs, live):
+            if on:
+                run.step += 1
+        self.settled.clear()
 
 
 def train_packed(members: list[tuple[RunArgs, RunOptions]]) -> list[Path]:
@@ -344,11 +259,11 @@ def train_packed(members: list[tuple[RunArgs, RunOptions]]) -> list[Path]:
     (``run_dir.open_run_dir``) while the pack runs."""
     dirs = [Path(opts.output_dir) for _, opts in members]
     built = [Run(args, opts) for args, opts in members if not (Path(opts.output_dir) / DONE).exists()]
+    if built:
+        check_compatible(built)
     with ExitStack() as held:
         for (args, _), out in zip(members, dirs):
             held.enter_context(open_run_dir(out, args))
-        with run_logs(dirs):
-            runs = open_runs(built)
-            if runs:
-                Pack(runs).execute(progress=any(opts.progress for _, opts in members))
+        held.enter_context(run_logs(dirs))
+        train_runs(built, PackedStep, progress=any(opts.progress for _, opts in members))
     return dirs

@@ -7,6 +7,7 @@
 * ``run.json``: the identity of the run (``RunArgs.run_id()`` and the arguments), written
   atomically when the dir is first used; a different run is refused, never silently resumed;
 * ``diverged``: written when the training loss became non-finite (and ``done`` never is);
+  ``done`` (``mark_done``) is written last; ``log.txt`` gets the run's own lines (``run_logs``);
 * ``checkpoint.pt`` is loaded with ``weights_only=True``: a checkpoint whose unpickling would run
   code is refused, and one that cannot be read is renamed ``checkpoint.pt.corrupt-<time>`` (never
   deleted) and the run restarts from scratch.
@@ -172,6 +173,40 @@ def remove_stale_temps(run_dir: Path) -> None:
         m = TEMP_FILE.match(path.name)
         if m and m["name"] in RUN_FILES and not pid_alive(int(m["pid"])):
             path.unlink(missing_ok=True)
+
+
+def mark_done(run_dir: Path) -> None:
+    """Written last, after the final record and checkpoint (the run is complete)."""
+    atomic_write_bytes(run_dir / DONE, lambda f: f.write(b"done\n"))
+
+
+def last_step(run_dir: Path) -> int:
+    """The step of the run's last record, -1 without any."""
+    return max((r["step"] for r in read_records(run_dir / RESULTS)), default=-1)
+
+
+def run_log(run_dir: Path) -> logging.Logger:
+    """The logger whose lines go to this run's log.txt (while ``run_logs`` holds it)."""
+    return logging.getLogger(f"{__name__}.{run_dir.name}")
+
+
+@contextmanager
+def run_logs(run_dirs: list[Path]) -> Iterator[None]:
+    """Each run's log.txt gets its own run's lines."""
+    attached = []
+    for d in run_dirs:
+        handler = logging.FileHandler(d / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger = run_log(d)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        attached.append((logger, handler))
+    try:
+        yield
+    finally:
+        for logger, handler in attached:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def mark_diverged(run_dir: Path, step: int, losses: dict[str, float]) -> RunDiverged:

@@ -28,6 +28,8 @@ def _generator(*key: Any) -> torch.Generator:
 class Sampler:
     #: the training label the sampler draws by ("g", "e"; datasets/base.py LABELS), None: none
     needs: str | None = None
+    #: the training environments it needs (checked once the data are loaded)
+    min_envs: int = 0
 
     def __init__(self, n: int, batch_size: int, seed: int):
         self.n = n
@@ -129,6 +131,7 @@ class EnvSampler(Sampler):
     """DomainBed's uniform_env: one batch of ``batch_size`` from each training environment."""
 
     needs = "e"
+    min_envs = 2
 
     def __init__(self, e: Tensor, batch_size: int, seed: int):
         super().__init__(len(e), batch_size, seed)

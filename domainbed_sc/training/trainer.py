@@ -1,4 +1,5 @@
-"""One resumable training run: ``train(RunArgs, RunOptions)``.
+"""One resumable training run, ``train(RunArgs, RunOptions)``, and the loop that trains one run
+or K packed ones (``Loop``; the packed step is ``packed.PackedStep``).
 
 Order of effects, which is what makes resume exact: at each checkpoint the record is appended
 first, then ``checkpoint.pt`` (model, optimizers, sampler, RNG state, step) is written
@@ -7,15 +8,18 @@ samplers are pure functions of the step, so the remaining batches are the ones a
 run would draw.  ``done`` is written last.  The run dir is claimed, checked to belong to this
 run and cleared of dead writers' leftovers first (``run_dir``); a non-finite loss stops the run
 with a ``diverged`` marker instead.
+
+One loop does all of this for one run or for K packed runs (docs/METHODS.md §P.7; the nanoGPT
+shape: one loop, the step pluggable): ``Loop`` resumes, runs epoch hooks, steps, records and checkpoints, finishes
+and logs, and a ``StepStrategy`` makes the training step: each run's ``algorithm.update``, or
+``packed.PackedStep``'s vmapped step over the stacked runs.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,18 +28,18 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..algorithms import ALGORITHMS, Algorithm, TaskInfo
-from ..cache import atomic_write_bytes
-from ..datasets import DATASETS, DatasetArgs, GroupDataset, load_dataset
+from ..algorithms.context import EpochContext, Schedule, total_steps
+from ..algorithms.resolve import check_labels, resolve_hparams
+from ..datasets import DATASETS, GroupDataset, load_dataset
 from ..datasets.base import Batch
 from ..errors import UserError
-from ..hparams import draw, seed_hash
+from ..hparams import seed_hash
 from .eval_batch import eval_batch_size
-from .evaluation import evaluate, predict_split
+from .evaluation import evaluate
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
-from .run_dir import load_checkpoint, mark_diverged, open_run_dir, restart_from_scratch, save_checkpoint
-from .samplers import SAMPLERS, Sampler, WeightedSampler, make_sampler, restore_sampler
-
-LABEL_NAMES = {"s": "spurious-attribute labels (s)", "g": "group labels (g)", "e": "environment labels (e)"}
+from .run_dir import (last_step, load_checkpoint, mark_diverged, mark_done, open_run_dir,
+                      restart_from_scratch, run_log, run_logs, save_checkpoint)
+from .samplers import SAMPLERS, make_sampler, restore_sampler
 
 
 @dataclass
@@ -50,58 +54,6 @@ class RunOptions:
     progress: bool = True
 
 
-@dataclass
-class Schedule:
-    """How long epochs are and when the run ends.  A stage switch may change both (JTT's
-    upsampled stage 2, docs/METHODS.md §A.5): from ``origin_step`` on, an epoch is
-    ``steps_per_epoch`` steps and the first one is epoch ``origin_epoch``."""
-
-    steps_per_epoch: int
-    total: int
-    origin_step: int = 0
-    origin_epoch: int = 0
-
-    def epoch(self, step: int) -> float:
-        return self.origin_epoch + (step - self.origin_step) / self.steps_per_epoch
-
-    def epoch_starts(self, step: int) -> bool:
-        return (step - self.origin_step) % self.steps_per_epoch == 0
-
-
-@dataclass
-class EpochContext:
-    """What ``Algorithm.on_epoch`` may use: the data, the sampler, and whole-split prediction."""
-
-    epoch: int
-    step: int
-    final: bool
-    dataset: GroupDataset
-    sampler: Sampler
-    device: torch.device
-    eval_batch_size: int
-    out_dir: Path
-    extra: dict[str, Any] = field(default_factory=dict)  # logged in the next record
-    args: RunArgs | None = None  # the run's length, for ``start_stage`` (the trainer sets it)
-    schedule: Schedule | None = None  # set by ``start_stage``; the run takes it after the hook
-
-    def predict(self, algorithm: Algorithm, split: str = "train") -> Tensor:
-        return predict_split(algorithm, self.dataset.splits[split], self.eval_batch_size, self.device)
-
-    def set_sample_weights(self, weights: Tensor) -> None:
-        """From now on draw training examples with replacement, P(i) ∝ weights[i] (JTT's stage
-        2).  The run takes ``self.sampler`` back after the hook and checkpoints its weights."""
-        self.sampler = WeightedSampler.like(self.sampler, weights)
-
-    def start_stage(self, steps_per_epoch: int, epochs: float | None = None) -> int:
-        """From this step on an epoch is ``steps_per_epoch`` steps, and the run trains ``epochs``
-        more epochs; None: its whole length again (``--steps`` steps, or ``--epochs`` epochs of
-        the new length), as JTT's final model does.  Returns the steps of the new stage."""
-        steps = (total_steps(self.args, steps_per_epoch) if epochs is None
-                 else max(1, round(epochs * steps_per_epoch)))
-        self.schedule = Schedule(steps_per_epoch, self.step + steps, self.step, self.epoch)
-        return steps
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -110,86 +62,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def algorithm_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
-    return set(getattr(algorithm_cls, "required_labels", lambda hp: algorithm_cls.requires)(hparams))
-
-
-def required_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any]) -> set[str]:
-    needs = algorithm_labels(algorithm_cls, hparams)
-    sampler_needs = SAMPLERS.get(hparams["sampler"]).needs
-    if sampler_needs is not None:
-        needs.add(sampler_needs)
-    return needs
-
-
-def requirement_cause(algorithm_cls: type[Algorithm], hparams: dict[str, Any], label: str) -> str:
-    """What makes the run need ``label``: the sampler, or the algorithm (in the mode its
-    ``label_reason`` names, e.g. GroupDRO's groupdro_mode=env)."""
-    if label not in algorithm_labels(algorithm_cls, hparams):
-        return f"algorithm {algorithm_cls.name} with sampler {hparams['sampler']}"
-    reason = getattr(algorithm_cls, "label_reason", lambda hp: None)(hparams)
-    return f"algorithm {algorithm_cls.name}" + (f" with {reason}" if reason else "")
-
-
-def check_labels(algorithm_cls: type[Algorithm], hparams: dict[str, Any], dataset: str,
-                 dataset_args: DatasetArgs, provides: frozenset[str]) -> None:
-    for label in sorted(required_labels(algorithm_cls, hparams) - set(provides)):
-        configured = f" {json.dumps(dataset_args.changed())}" if dataset_args.changed() else ""
-        raise UserError(f"{requirement_cause(algorithm_cls, hparams, label)} needs "
-                        f"{LABEL_NAMES[label]}, which dataset {dataset}{configured} does not provide")
-
-
 def check_run(args: RunArgs) -> None:
     """Every check of a run's arguments that needs no data: names, dataset arguments and hparam
-    overrides (type and range), and the labels the algorithm needs against what the dataset
-    provides with these arguments.  ``train`` and sweep validation both call this."""
+    overrides (type and range), and the labels the algorithm and its sampler need against what
+    the dataset provides with these arguments.  ``train`` and sweep validation both call this."""
     ds_cls, alg_cls = DATASETS.get(args.dataset), ALGORITHMS.get(args.algorithm)
     ds_args = ds_cls.parse_args(args.dataset_args)
-    hparams = draw(alg_cls.space(), 0, ds_cls.small_images, ds_cls.default_hparams, args.hparams)
-    check_labels(alg_cls, hparams, args.dataset, ds_args, ds_cls.provides_for(ds_args))
+    _, hparams = resolve_hparams(args, ds_cls)
+    sampler = hparams["sampler"]
+    needs = SAMPLERS.get(sampler).needs
+    by_sampler = {needs: f"algorithm {alg_cls.name} with sampler {sampler}"} if needs else {}
+    check_labels(alg_cls, hparams, args.dataset, ds_args, ds_cls.provides_for(ds_args), by_sampler)
 
 
 def check_requirements(algorithm_cls: type[Algorithm], hparams: dict[str, Any], ds: GroupDataset) -> None:
-    check_labels(algorithm_cls, hparams, ds.name, ds.args, ds.provides)
-    if hparams["sampler"] == "uniform_env" and ds.num_envs < 2:
-        raise UserError(f"algorithm {algorithm_cls.name} needs at least 2 training environments; "
-                        f"dataset {ds.name} has {ds.num_envs}")
-
-
-def draw_seed(args: RunArgs) -> int:
-    """The seed ``hparams.draw`` takes: 0 (the defaults) for hparams_seed 0, in both searches.
-
-    Shared search (the default, a design choice of the suite): ``seed_hash(dataset, algorithm,
-    hparams_seed)``, so a draw is the same for every trial seed and selection compares draws on
-    their score averaged over the seeds.  ``hparams_per_trial`` (DomainBed's train.py):
-    ``seed_hash(hparams_seed, trial_seed)``, DomainBed's ``random_hparams`` seed, and ``draw``
-    seeds each name with ``seed_hash(seed, name)`` as DomainBed's registry does, so a name our
-    space shares with DomainBed's, with the same sampler, gets DomainBed's value for the same
-    (hparams_seed, trial_seed).  Checked against DomainBed's registry on ColoredMNIST (ERM, IRM,
-    GroupDRO, DANN; hparams seeds 1-19, trial seeds 0-2): every shared name matches but
-    resnet_dropout, which small-image datasets fix at 0 here (MNIST_CNN has no dropout, so it
-    changes nothing).  Left different: names only one space has -- our groupdro_C (a no-op in
-    groupdro_mode env), optimizer and sampler names; DomainBed's backbone switches.
-    """
-    if not args.hparams_seed:
-        return 0
-    if args.hparams_per_trial:
-        return seed_hash(args.hparams_seed, args.trial_seed)
-    return seed_hash(args.dataset, args.algorithm, args.hparams_seed)
-
-
-def resolve_hparams(args: RunArgs, ds: GroupDataset) -> tuple[type[Algorithm], dict[str, Any]]:
-    cls = ALGORITHMS.get(args.algorithm)
-    hparams = draw(cls.space(), draw_seed(args), ds.small_images, ds.default_hparams, args.hparams)
-    return cls, hparams
-
-
-def total_steps(args: RunArgs, steps_per_epoch: int) -> int:
-    if args.steps is not None and args.epochs is not None:
-        raise UserError("give --steps or --epochs, not both")
-    if args.steps is not None:
-        return int(args.steps)
-    return max(1, round((args.epochs if args.epochs is not None else 1.0) * steps_per_epoch))
+    """What only the loaded data shows (``check_run`` checked the labels): the environments the
+    sampler needs (uniform_env: two)."""
+    min_envs = SAMPLERS.get(hparams["sampler"]).min_envs
+    if ds.num_envs < min_envs:
+        raise UserError(f"algorithm {algorithm_cls.name} needs at least {min_envs} training "
+                        f"environments; dataset {ds.name} has {ds.num_envs}")
 
 
 class Run:
@@ -198,6 +90,7 @@ class Run:
     def __init__(self, args: RunArgs, opts: RunOptions):
         self.args, self.opts = args, opts
         self.out_dir = Path(opts.output_dir)
+        self.log = run_log(self.out_dir)
         self.device = resolve_device(opts.device)
         check_run(args)  # bad arguments fail here, before any data is read
         self.ds = load_dataset(args.dataset, args.dataset_args, args.data_seed, opts.data_dir)
@@ -241,7 +134,7 @@ class Run:
         save_checkpoint(state, self.out_dir / CHECKPOINT)
 
     def try_resume(self) -> None:
-        path, log = self.out_dir / CHECKPOINT, logging.getLogger(__name__)
+        path, log = self.out_dir / CHECKPOINT, self.log
         state = load_checkpoint(path, self.device, log)
         if state is not None and state["step"] not in {r["step"] for r in read_records(self.out_dir / RESULTS)}:
             # each checkpoint is written after its record: a missing record means results.jsonl
@@ -262,15 +155,18 @@ class Run:
         truncate_records(self.out_dir / RESULTS, self.step)
         log.info("resumed from step %d", self.step)
 
-    # -- the loop ------------------------------------------------------------------------
-    def epoch_hook(self, final: bool) -> None:
+    # -- what the loop calls -----------------------------------------------------------------
+    def epoch_hook(self, final: bool) -> bool:
+        """The algorithm's ``on_epoch``; whether it changed the sampler or the schedule."""
         ctx = EpochContext(int(self.schedule.epoch(self.step)), self.step, final, self.ds,
                            self.sampler, self.device, self.eval_batch_size, self.out_dir,
                            args=self.args)
         self.algorithm.on_epoch(ctx)
+        changed = ctx.sampler is not self.sampler or ctx.schedule is not None
         self.sampler = ctx.sampler
         self.schedule = ctx.schedule or self.schedule
         self.extra.update(ctx.extra)
+        return changed
 
     def batch_stream(self, start: int | None = None) -> Iterator[Batch]:
         """Training batches from ``start`` (default: the current step) on; disk splits prefetch
@@ -287,6 +183,8 @@ class Run:
         self.step += 1
 
     def checkpoint(self, t0: float) -> Record:
+        """Evaluate, append the record, then write the checkpoint (a non-finite mean loss marks
+        the run diverged instead)."""
         losses = {k: float(v) / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
         if not all(math.isfinite(v) for v in losses.values()):  # a sum over steps: any bad step shows
             raise mark_diverged(self.out_dir, self.step, losses)
@@ -307,33 +205,8 @@ class Run:
         return self.schedule.epoch_starts(self.step) if self.per_epoch else self.step % self.freq == 0
 
     def execute(self) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if (self.out_dir / DONE).exists():
-            return self.out_dir
-        self.try_resume()
-        log = logging.getLogger(__name__)
-        bar = tqdm(total=self.total, initial=self.step, disable=not self.opts.progress,
-                   desc=self.args.dir_name()[:40], mininterval=1.0, leave=False)
-        t0 = time.time()
-        stream = self.batch_stream()
-        while self.step < self.total:
-            if self.schedule.epoch_starts(self.step):
-                self.epoch_hook(final=False)
-                stream = self.batch_stream()  # the hook may have changed the sampler, the length
-                bar.total = self.total
-            self.train_step(next(stream))
-            bar.update(1)
-            if self.checkpoint_due() and self.step < self.total:
-                rec = self.checkpoint(t0)
-                t0 = time.time()
-                log.info("step %d %s", rec.step, summary(rec))
-                bar.set_postfix_str(summary(rec), refresh=False)
-        if not (self.out_dir / RESULTS).exists() or last_step(self.out_dir) < self.total:
-            self.epoch_hook(final=True)
-            rec = self.checkpoint(t0)
-            log.info("final step %d %s", rec.step, summary(rec))
-        bar.close()
-        atomic_write_bytes(self.out_dir / DONE, lambda f: f.write(b"done\n"))
+        """Resume this run and train it to the end (``train`` holds its dir and log around this)."""
+        train_runs([self], StepStrategy, self.opts.progress)
         return self.out_dir
 
 
@@ -342,8 +215,125 @@ def split_envs(batch: Batch, sizes: list[int]) -> list[Batch]:
     return [Batch(*parts) for parts in zip(*(t.split(sizes) for t in batch.tensors()))]
 
 
-def last_step(out_dir: Path) -> int:
-    return max((r["step"] for r in read_records(out_dir / RESULTS)), default=-1)
+class StepStrategy:
+    """One training step of every run in the loop: each run's own ``algorithm.update``.  The
+    packed strategy (``packed.PackedStep``) instead steps K runs' stacked parameters at once and
+    keeps their state until the loop asks for it (``settle``); here the runs hold it all along."""
+
+    def __init__(self, runs: list[Run], live: list[bool]):
+        self.runs = runs
+
+    def step(self, batches: tuple[Batch, ...], live: list[bool]) -> None:
+        """One step of the live runs on their batches (a waiting run's batch is ignored)."""
+        for run, batch, on in zip(self.runs, batches, live):
+            if on:
+                run.train_step(batch)
+
+    def settle(self, r: int) -> None:
+        """Make run r's own algorithm and loss sums current: it records or runs a hook next."""
+
+    def recorded(self) -> None:
+        """The live runs have recorded: their loss sums start again."""
+
+    def reload(self, live: list[bool]) -> None:
+        """Take the runs' own state back: a hook changed it, or waiting runs joined."""
+
+
+class Loop:
+    """The training loop over runs that share one schedule (one run, or a pack).  Runs resumed
+    from later checkpoints than others wait (``live`` False) until the loop reaches their step."""
+
+    def __init__(self, runs: list[Run], strategy: type[StepStrategy], progress: bool):
+        step = min(run.step for run in runs)
+        self.runs, self.live = runs, [run.step == step for run in runs]
+        self.lead = runs[self.live.index(True)]  # a live run: its step and schedule are the loop's
+        self.strategy = strategy(runs, self.live)
+        desc = runs[0].args.dir_name()[:40] if len(runs) == 1 else f"pack of {len(runs)}"
+        self.bar = tqdm(total=self.lead.total, initial=step, disable=not progress, desc=desc,
+                        mininterval=1.0, leave=False)
+
+    def run(self) -> None:
+        t0 = time.time()
+        stream = self.batches()
+        while self.lead.step < self.lead.total:
+            if self.lead.schedule.epoch_starts(self.lead.step) and self.epoch_hooks():
+                stream = self.batches()  # a hook changed the sampler or the length
+                self.bar.total = self.lead.total
+            self.strategy.step(next(stream), self.live)
+            self.bar.update(1)
+            if self.lead.checkpoint_due() and self.lead.step < self.lead.total:
+                self.checkpoint(t0)
+                t0 = time.time()
+        self.finish(t0)
+        self.bar.close()
+
+    def batches(self) -> Iterator[tuple[Batch, ...]]:
+        return zip(*(run.batch_stream(self.lead.step) for run in self.runs))
+
+    def hook(self, r: int, final: bool) -> bool:
+        """Run r's epoch hook on its settled state; whether it changed the sampler or length."""
+        self.strategy.settle(r)
+        return self.runs[r].epoch_hook(final)
+
+    def epoch_hooks(self) -> bool:
+        """The live runs' hooks at an epoch start, where the algorithm has one (a pack's never
+        has: ``packed.algorithm_blocker``); whether one changed a sampler or the length."""
+        hooked = [r for r, run in enumerate(self.runs) if self.live[r] and run.algorithm.has_epoch_hooks()]
+        changed = [self.hook(r, final=False) for r in hooked]
+        if hooked:
+            self.strategy.reload(self.live)
+        return any(changed)
+
+    def record(self, r: int, t0: float, final: bool = False) -> None:
+        run = self.runs[r]
+        self.strategy.settle(r)
+        rec = run.checkpoint(t0)
+        run.log.info("%sstep %d %s", "final " * final, rec.step, summary(rec))
+        self.bar.set_postfix_str(summary(rec), refresh=False)
+
+    def checkpoint(self, t0: float) -> None:
+        """Record and checkpoint every live run at this step; then let waiting runs join."""
+        for r, live in enumerate(self.live):
+            if live:
+                self.record(r, t0)
+        self.strategy.recorded()
+        joining = [not live and run.step == self.lead.step for live, run in zip(self.live, self.runs)]
+        if any(joining):
+            self.live[:] = [a or b for a, b in zip(self.live, joining)]
+            self.strategy.reload(self.live)
+
+    def finish(self, t0: float) -> None:
+        """The final hook and record where a run lacks its final record, then ``done``."""
+        if not all(self.live):  # only if a checkpoint was off the shared checkpoint steps
+            raise RuntimeError("a packed run never reached the step of its checkpoint")
+        for r, run in enumerate(self.runs):
+            if last_step(run.out_dir) < run.total:
+                if run.algorithm.has_epoch_hooks():
+                    self.hook(r, final=True)
+                self.record(r, t0, final=True)
+            mark_done(run.out_dir)
+
+
+def open_runs(runs: list[Run]) -> list[Run]:
+    """The unfinished runs, resumed from their checkpoints; finished ones get ``done``."""
+    todo = []
+    for run in runs:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        if (run.out_dir / DONE).exists():
+            continue
+        run.try_resume()
+        if run.step >= run.total and last_step(run.out_dir) >= run.total:
+            mark_done(run.out_dir)  # killed between its last record and `done`
+            continue
+        todo.append(run)
+    return todo
+
+
+def train_runs(runs: list[Run], strategy: type[StepStrategy], progress: bool) -> None:
+    """Resume the runs and train the unfinished ones to the end with ``strategy``."""
+    runs = open_runs(runs)
+    if runs:
+        Loop(runs, strategy, progress).run()
 
 
 def summary(record: Record) -> str:
@@ -352,15 +342,5 @@ def summary(record: Record) -> str:
 
 def train(args: RunArgs, opts: RunOptions) -> Path:
     run = Run(args, opts)  # every check on the arguments and data, before the dir is touched
-    out_dir = Path(opts.output_dir)
-    with open_run_dir(out_dir, args):
-        handler = logging.FileHandler(out_dir / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger = logging.getLogger(__name__)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        try:
-            return run.execute()
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
+    with open_run_dir(run.out_dir, args), run_logs([run.out_dir]):
+        return run.execute()

@@ -51,6 +51,18 @@ def one_of(*values: Any) -> Check:
     return Check(lambda v: v in values, "one of " + ", ".join(map(str, values)), lists_values=True)
 
 
+class OneRegistered(Check):
+    """One of a registry's names, read when a value is checked (so an entry registered later,
+    e.g. with ``Registry.temporary``, is accepted and named in the message)."""
+
+    def __init__(self, registry: Any):  # no dataclass fields: test and text are read live
+        object.__setattr__(self, "registry", registry)
+
+    test = property(lambda self: lambda v: v in self.registry)
+    text = property(lambda self: "one of " + ", ".join(self.registry))
+    lists_values = True
+
+
 def is_kind(kind: type, value: Any) -> bool:
     """JSON/YAML-level types: bool is not an int, an int is a float, a tuple is a list."""
     if kind is bool or isinstance(value, bool):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 from .registry import Registry
 
 if TYPE_CHECKING:
-    from .training.evaluation import Predictions
+    from .training.predictions import Predictions
 
 #: expected calibration error: equal-width confidence bins (Guo et al. 2017; METHODS §P.3)
 ECE_BINS = 15

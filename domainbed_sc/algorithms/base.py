@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from ..checks import OneRegistered
 from ..datasets.base import Batch
 from ..hparams import HParam, choice, log_uniform, non_negative, one_of, positive, pow2_int
 from ..networks import Featurizer, build_featurizer
@@ -57,7 +58,7 @@ COMMON_HPARAMS: dict[str, HParam] = {
     "input_resize": HParam(0, None, non_negative,
                            "bilinearly upsample inputs to this square size inside the network, "
                            "0 = off (METHODS §C.13: 224 for CMNIST on ResNet-50)"),
-    "sampler": HParam("random", None, one_of(*SAMPLERS)),
+    "sampler": HParam("random", None, OneRegistered(SAMPLERS)),
 }
 
 

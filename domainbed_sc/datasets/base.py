@@ -140,7 +140,8 @@ class DatasetArgs:
     that need attribute labels are refused and model selection cannot read them.
     """
 
-    train_attr: bool = arg(True, bool)
+    # keyword-only: a subclass's own fields keep their positions (``MnistCifarArgs(8)``)
+    train_attr: bool = field(default=True, kw_only=True, metadata={"spec": Spec(bool)})
 
     @classmethod
     def parse(cls, values: Any, dataset: str = "dataset") -> "DatasetArgs":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -164,6 +165,11 @@ def section(body: str) -> str:
     return f"<section>{body}</section>"
 
 
+def natural_key(text: str) -> list:
+    """Numbers in names in numeric order: n_backgrounds2 before n_backgrounds16."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(text))]
+
+
 def figures(page: Page, report: Report, out: Path) -> str:
     """Per selection method, the figures ``collect --plots`` would write (PNG shown, PDF linked);
     heatmaps in wider cards, since a dataset with many groups (MNIST-CIFAR: 10 × 10N) draws
@@ -175,7 +181,7 @@ def figures(page: Page, report: Report, out: Path) -> str:
         for kind in (k for k in plots.PLOT_KINDS if k in report.plot_kinds):
             paths = plots.write_plots([sec], report.metrics, out / PLOTS, (kind,))
             items = [(p, p.stem, f' · <a href="{href(p.with_suffix(".pdf"), out)}">PDF</a>')
-                     for p in paths if p.suffix == ".png"]
+                     for p in sorted(paths, key=lambda p: natural_key(p.stem)) if p.suffix == ".png"]
             if items:
                 blocks.append(gallery(items, out, wide=kind == "groups"))
                 shown = True
@@ -217,7 +223,7 @@ def curve_blocks(page: Page, records: pd.DataFrame, runs: dict[str, RunPage], ou
     for dataset, rows in records.groupby("dataset", sort=True):
         blocks.append(page.heading(3, f"Training curves: {dataset}"))
         items = [(runs[r].image, runs[r].name, f' · <a href="#{runs[r].anchor}">command</a>')
-                 for r in sorted(set(rows["run"]))]
+                 for r in sorted(set(rows["run"]), key=natural_key)]
         blocks.append(gallery(items, out, wide=True))
     return "".join(blocks)
 

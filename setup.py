@@ -22,6 +22,6 @@ setup(
         "scipy",
         "torchmetrics",
     ],
-    extras_require={"test": ["pytest"], "timm": ["timm>=1.0"]},
+    extras_require={"test": ["pytest"], "timm": ["timm>=1.0"], "tensorboard": ["tensorboard"]},
     entry_points={"console_scripts": ["domainbed-sc=domainbed_sc.cli:main"]},
 )

@@ -82,19 +82,42 @@ def run_flags(args) -> list[str]:
 
 
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="data directory (default $DOMAINBED_SC_DATA or ./data)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--eval-train", choices=("subsample", "full"), default="subsample",
-                   help="splits no selection method or table reads (the training split): a fixed "
-                        "subsample of 5000 examples at each checkpoint (default), or in full")
-    p.add_argument("--eval-batch-size", type=int,
-                   help="images per evaluation batch (default: the fastest measured for the "
-                        "backbone and device)")
+    """A flag per environment option of ``RunOptions``, from its ``EnvField``."""
+    from .training.options import env_fields
+
+    for f in env_fields():
+        meta = f.metadata["env"]
+        kw: dict[str, Any] = {"help": meta.help.replace("%", "%%")}
+        if meta.parse is None:
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=meta.parse, choices=meta.choices,
+                      default=None if f.default is dataclasses.MISSING else f.default)
+        p.add_argument(flag(f.name), **kw)
 
 
-def eval_options(a: argparse.Namespace) -> dict[str, Any]:
-    """The RunOptions fields ``add_env_arguments`` sets besides the data dir and device."""
-    return {"eval_train": a.eval_train, "eval_batch_size": a.eval_batch_size}
+def env_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The ``RunOptions`` (and ``JobEnv``) fields that ``add_env_arguments``' flags parsed to,
+    the data dir resolved."""
+    from .datasets.sources import resolve_data_dir
+    from .training.options import env_fields
+
+    return {f.name: resolve_data_dir(a.data_dir) if f.name == "data_dir" else getattr(a, f.name)
+            for f in env_fields()}
+
+
+def env_flags(env) -> list[str]:
+    """The flags that ``add_env_arguments`` parses back to ``env`` (a ``JobEnv``); options at
+    their defaults are left out, unless ``always``."""
+    from .training.options import env_fields
+
+    out: list[str] = []
+    for f in env_fields():
+        meta, value = f.metadata["env"], getattr(env, f.name)
+        if value is None or value is False or (value == f.default and not meta.always):
+            continue
+        out += [flag(f.name)] if meta.parse is None else [flag(f.name), str(value)]
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

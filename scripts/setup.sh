@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # The CPU/CUDA wheels of these releases lie on this project's machines' disks.
 python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-python -m pip install -q -e ".[test,timm]"
+python -m pip install -q -e ".[test,timm,tensorboard]"
 
 DATA=${DOMAINBED_SC_DATA:-$PWD/data}
 SHARED=${DOMAINBED_SC_SHARED:-$PWD/../shared/data}

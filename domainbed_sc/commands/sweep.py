@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, eval_options
+from ..cli import add_env_arguments, env_options
 
 
 def default_launcher() -> tuple[str, str]:
@@ -36,7 +36,6 @@ def make_launcher(a: argparse.Namespace, sweep, output_root: Path):
 
 
 def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
-    from ..datasets.sources import resolve_data_dir
     from ..errors import UserError
     from ..sweep import JobEnv, sweep_jobs
     from ..sweep.jobs import Outcome, write_manifest
@@ -54,7 +53,7 @@ def cmd_launch(a: argparse.Namespace, failed_only: bool = False) -> None:
         write_manifest(sweep.name, sweep.selection, jobs, sweep.patience)
     print(f"sweep {sweep.name}: {len(jobs)} jobs under {root}; launcher {launcher.describe()} "
           f"({why})", flush=True)
-    env = JobEnv(resolve_data_dir(a.data_dir), a.device, **eval_options(a))
+    env = JobEnv(**env_options(a))
     result = launch_jobs(jobs, launcher, env, failed_only)
     failed = sum(r is Outcome.FAILED for r in result)
     if failed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, add_run_arguments, eval_options, run_args
+from ..cli import add_env_arguments, add_run_arguments, env_options, run_args
 
 
 def print_run_files(out: Path) -> None:
@@ -16,15 +16,13 @@ def print_run_files(out: Path) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from ..datasets.sources import resolve_data_dir
     from ..training.records import RESULTS, read_records
     from ..training.trainer import RunOptions, check_run, train
 
     args = run_args(a)
     check_run(args)  # before its directory name is made from the arguments
     out = Path(a.output_dir) if a.output_dir else Path(a.output_root) / args.dir_name()
-    opts = RunOptions(out, resolve_data_dir(a.data_dir), a.device, progress=not a.quiet,
-                      **eval_options(a))
+    opts = RunOptions(out, progress=not a.quiet, **env_options(a))
     print_run_files(out)
     out = train(args, opts)
     last = list(read_records(out / RESULTS))[-1]

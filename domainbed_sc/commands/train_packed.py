@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import add_env_arguments, add_run_arguments, eval_options, run_args
+from ..cli import add_env_arguments, add_run_arguments, env_options, run_args
 from ..errors import UserError
 from .train import print_run_files
 
 
 def pack_members(a: argparse.Namespace):
-    from ..datasets.sources import resolve_data_dir
     from ..training.trainer import RunOptions
 
     trials, datas = a.trial_seed, a.data_seed
@@ -25,12 +24,11 @@ def pack_members(a: argparse.Namespace):
     if len(trials) != len(datas):
         raise UserError(f"give as many --data-seed values as --trial-seed values, or one "
                         f"(got {len(trials)} and {len(datas)})")
-    data_dir = resolve_data_dir(a.data_dir)
+    env = env_options(a)
     members = []
     for trial, data in zip(trials, datas):
         args = run_args(a, trial_seed=trial, data_seed=data)
-        opts = RunOptions(Path(a.output_root) / args.dir_name(), data_dir, a.device,
-                          progress=not a.quiet, **eval_options(a))
+        opts = RunOptions(Path(a.output_root) / args.dir_name(), progress=not a.quiet, **env)
         members.append((args, opts))
     return members
 

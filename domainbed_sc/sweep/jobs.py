@@ -32,6 +32,7 @@ from typing import Iterator
 from ..cache import atomic_write_bytes
 from ..training.records import DONE, SWEEPS, RunArgs
 from ..training.run_dir import Claim, is_claimed, try_claim  # noqa: F401 - the launchers' claim
+from ..training.options import env_fields
 from ..training.trainer import RunOptions, train
 
 STATE_FILE = "job.json"
@@ -54,18 +55,18 @@ def make_jobs(runs: list[RunArgs], output_root: Path) -> list[Job]:
     return [Job(args, root / args.dir_name()) for args in runs]
 
 
-@dataclass(frozen=True)
-class JobEnv:
-    """Where a job reads data and which device it uses; not part of its identity."""
+def _options(env: "JobEnv", job: Job) -> RunOptions:
+    """The job's ``RunOptions``: its dir, this environment, no progress bar."""
+    return RunOptions(job.dir, progress=False, **{f.name: getattr(env, f.name) for f in env_fields()})
 
-    data_dir: Path
-    device: str = "auto"
-    eval_train: str = "subsample"
-    eval_batch_size: int | None = None
 
-    def options(self, job: Job) -> RunOptions:
-        return RunOptions(job.dir, self.data_dir, self.device, progress=False,
-                          eval_batch_size=self.eval_batch_size, eval_train=self.eval_train)
+JobEnv = dataclasses.make_dataclass(
+    "JobEnv", [(f.name, f.type, dataclasses.field(default=f.default)) for f in env_fields()],
+    frozen=True, namespace={"options": _options, "__doc__": (
+        "Where a job reads data, which device it uses, how it evaluates and logs: the environment "
+        "options of ``RunOptions`` (training/options.py), declared there once; not part of its "
+        "identity.")})
+JobEnv.__module__ = __name__  # so that the parallel launcher's workers can unpickle it
 
 
 def write_manifest(name: str, selection: list[str], jobs: list[Job], patience: int | None = None) -> None:

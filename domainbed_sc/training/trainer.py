@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,22 +35,12 @@ from ..errors import UserError
 from ..hparams import seed_hash
 from .eval_batch import eval_batch_size
 from .evaluation import evaluate
+from .events import open_events, summary_writer, write_events
+from .options import RunOptions
 from .records import CHECKPOINT, DONE, RESULTS, Record, RunArgs, append_record, read_records, truncate_records
 from .run_dir import (last_step, load_checkpoint, mark_diverged, mark_done, open_run_dir,
                       restart_from_scratch, run_log, run_logs, save_checkpoint)
 from .samplers import SAMPLERS, make_sampler, restore_sampler
-
-
-@dataclass
-class RunOptions:
-    """Where and how to run; none of it changes the results (so none of it is hashed)."""
-
-    output_dir: Path
-    data_dir: Path
-    device: str = "auto"
-    eval_batch_size: int | None = None  # None: the backbone's and device's (eval_batch.py)
-    eval_train: str = "subsample"  # or "full": splits no record column reads (evaluation.py)
-    progress: bool = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,6 +96,8 @@ class Run:
         self.per_epoch = args.checkpoint_freq is None and args.steps is None  # follows the schedule
         self.group_counts = self.ds.train_group_counts()
         self.eval_batch_size = eval_batch_size(self.hparams.get("arch"), self.device, opts.eval_batch_size)
+        self.writer_cls = summary_writer() if opts.tensorboard else None
+        self.events: Any = None  # the TensorBoard writer, from resume to the end of the loop
         torch.manual_seed(self.seed)
         self.algorithm = self.alg_cls(self._task(), self.hparams).to(self.device)
         if self.device.type == "cpu":  # oneDNN's CPU convs: LeNet-5 trains 1.3x, evaluates 1.5x faster
@@ -196,6 +187,8 @@ class Run:
                         str(self.device), dict(self.extra), self.algorithm.stage,
                         self.algorithm.num_stages)
         append_record(self.out_dir / RESULTS, record)
+        if self.events is not None:
+            write_events(self.events, record)
         self.save_checkpoint()
         self.loss_sums, self.loss_count, self.extra = {}, 0, {}
         return record
@@ -325,6 +318,8 @@ def open_runs(runs: list[Run]) -> list[Run]:
         if run.step >= run.total and last_step(run.out_dir) >= run.total:
             mark_done(run.out_dir)  # killed between its last record and `done`
             continue
+        if run.writer_cls is not None:
+            run.events = open_events(run.writer_cls, run.out_dir, run.step)
         todo.append(run)
     return todo
 
@@ -332,8 +327,13 @@ def open_runs(runs: list[Run]) -> list[Run]:
 def train_runs(runs: list[Run], strategy: type[StepStrategy], progress: bool) -> None:
     """Resume the runs and train the unfinished ones to the end with ``strategy``."""
     runs = open_runs(runs)
-    if runs:
-        Loop(runs, strategy, progress).run()
+    try:
+        if runs:
+            Loop(runs, strategy, progress).run()
+    finally:
+        for run in runs:
+            if run.events is not None:
+                run.events.close()
 
 
 def summary(record: Record) -> str:

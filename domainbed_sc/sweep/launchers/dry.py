@@ -4,20 +4,15 @@ from __future__ import annotations
 import shlex
 import sys
 
-from ...cli import run_flags
+from ...cli import env_flags, run_flags
 from ..jobs import Job, JobEnv
 from .base import LAUNCHERS, Launcher
 
 
 def train_command(job: Job, env: JobEnv) -> str:
     """The ``domainbed-sc train`` command line that runs this job by hand."""
-    cmd = ["domainbed-sc", "train", *run_flags(job.args)]
-    cmd += ["--output-dir", str(job.dir), "--data-dir", str(env.data_dir), "--device", env.device]
-    if env.eval_train != "subsample":
-        cmd += ["--eval-train", env.eval_train]
-    if env.eval_batch_size is not None:
-        cmd += ["--eval-batch-size", str(env.eval_batch_size)]
-    return shlex.join(cmd)
+    return shlex.join(["domainbed-sc", "train", *run_flags(job.args), "--output-dir", str(job.dir),
+                       *env_flags(env)])
 
 
 @LAUNCHERS.register("dry")

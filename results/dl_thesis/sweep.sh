@@ -23,3 +23,4 @@ echo "=== end: $(date -u +%FT%TZ)"
 # Step 3, the tables and plots (the committed ones were made at the time given in README.md):
 #   domainbed-sc collect /work/runs/dl_thesis --selection last --ci \
 #       --output results/dl_thesis/table.md --plots results/dl_thesis --plot-kinds sweep
+#   and the same with --exclude-dead --output results/dl_thesis/table_exclude_dead.md (no plots)

@@ -194,7 +194,7 @@ def test_cmnist_sweeps_sample_as_their_papers_did(stem, backbone, protocol):
 
 
 SHIPPED_SELECTION = {  # each paper's own model selection (docs/METHODS.md §P.4, §A.5, §A.9)
-    "dl_mnist_cifar": ["last"], "quickstart": ["last"], "rcl_mnist_mp": ["best_val_acc"],
+    "dl_mnist_cifar": ["last"], "quickstart": ["last"], "rcl_mnist_mp": ["best_val_acc", "early_stop_val_acc"],
     "domainbed_cmnist": ["training_domain_val", "oracle"], "chroma_vae_cmnist": ["best_val_acc"],
     "waterbirds": ["best_val_wga", "best_val_mean_aa_wga"], "spawrious": ["best_val_mean_aa_wga"],
     "ex2l_cmnist": ["best_val_mean_aa_wga"], "ex2l_cmnist_cpu": ["best_val_mean_aa_wga"]}

@@ -48,3 +48,43 @@ def test_a_killed_worker_is_one_line_and_the_next_launch_resumes(tmp_path):
     for job in jobs:
         assert (job.dir / DONE).exists()
         assert [r["step"] for r in read_records(job.dir / RESULTS)] == list(range(40, 401, 40))
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_launcher_takes_its_workers_with_it(tmp_path):
+    """SIGKILL to the launcher alone (not its process group): its workers must not train on as
+    orphans holding their jobs' locks, or the next launch skips those jobs as running."""
+    if not sys.platform.startswith("linux"):
+        return
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(fault_injection.SWEEP.format(seeds=[0, 1], steps=4000, freq=40))
+    out = tmp_path / "out"
+    _, jobs = sweep_jobs(sweep, out)
+    proc = subprocess.Popen([sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(sweep),
+                             "--output-root", str(out), "--device", "cpu", "--launcher", "parallel",
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=fault_injection.ENV, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not any((j.dir / CHECKPOINT).exists() for j in jobs) and time.time() < deadline:
+            time.sleep(0.05)
+        pool = fault_injection.workers(proc.pid)
+        assert pool, "the pool must be running"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 30
+        while any(_alive(pid) for pid in pool) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in pool), "workers outlived their launcher"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+    statuses = subprocess.run([sys.executable, "-m", "domainbed_sc", "sweep", "status", str(sweep),
+                               "--output-root", str(out)], capture_output=True, text=True).stdout
+    assert statuses.splitlines()[0] == "2 jobs: interrupted (resumable) 2", statuses

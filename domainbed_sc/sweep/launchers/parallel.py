@@ -1,11 +1,15 @@
 """``parallel``: a pool of N spawned worker processes; each gets ``cores // N`` torch threads
 and, when GPUs exist and the device is ``auto``, a GPU round-robin (several workers per GPU when
-N > #GPUs)."""
+N > #GPUs).  A worker dies with the launcher (Linux), so killing a sweep leaves no orphan training
+a job."""
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -27,9 +31,22 @@ def worker_threads(workers: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // workers)
 
 
-def _init_worker(counter: Any, workers: int, device: str) -> None:
+def _die_with_launcher(launcher_pid: int) -> None:
+    """Have the kernel SIGTERM this worker when the launcher exits, however it dies (SIGKILL
+    included): an orphan would go on training its job, holding the job's lock, so a relaunch
+    would skip that job as running. Linux only (prctl); elsewhere workers outlive a killed launcher."""
+    if not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != launcher_pid:  # the launcher died before the prctl took effect
+        os._exit(1)
+
+
+def _init_worker(counter: Any, workers: int, device: str, launcher_pid: int) -> None:
     """Give this worker its share of CPU threads and, with device auto, a GPU round-robin."""
     global _worker_device
+    _die_with_launcher(launcher_pid)
     with counter.get_lock():
         index = counter.value
         counter.value += 1
@@ -71,7 +88,7 @@ class ParallelLauncher(Launcher):
         lost = 0  # jobs of units that a dead worker took down with the pool
         progress = LaunchProgress(len(jobs), workers)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(counter, workers, env.device)) as pool:
+                                 initargs=(counter, workers, env.device, os.getpid())) as pool:
             futures = {pool.submit(_run_in_worker, unit, env): unit for unit in units}
             for future in as_completed(futures):
                 try:

@@ -274,6 +274,25 @@ def test_rcl_early_stop_markdown_matches_golden(tmp_path):
     assert body == (GOLDEN / "collect_rcl_early_stop.md").read_text()
 
 
+def test_an_infinite_hparam_reads_back_as_inf_and_keeps_its_run(tmp_path):
+    """RCL's m = inf is stored encoded ({"__float__": "inf"}, records.encode_config); the table
+    shows ``inf`` and the records are the run's own (the hash of the decoded arguments)."""
+    from domainbed_sc.training.records import record_line
+    for margin in (0.9, math.inf):  # two margins, so the table has an rcl_margin column
+        recs = [record(s, algorithm="RCL", hparams={"rcl_margin": margin}, val=0.9, test=0.5)
+                for s in (1, 2)]
+        run_dir = tmp_path / RunArgs(**recs[0]["args"]).dir_name()
+        run_dir.mkdir()
+        (run_dir / RESULTS).write_bytes(b"".join(record_line(r) for r in recs))
+        (run_dir / DONE).write_text("done\n")
+    assert b'"__float__": "inf"' in (run_dir / RESULTS).read_bytes()
+    loaded = reader.read_runs([tmp_path])
+    assert sorted(loaded.records["hp:rcl_margin"]) == [0.9, 0.9, math.inf, math.inf]
+    assert sum(loaded.skipped.foreign_records.values()) == 0
+    code, out, _ = run_cli(tmp_path, "--selection", "last")
+    assert code == 0 and "| inf " in out and "__float__" not in out
+
+
 def test_plan_gives_each_run_its_sweeps_selection(tmp_path):
     """Run a in sweep s1 (best_val_acc), b in s1 and s2 (oracle), c in none (the default)."""
     dirs = {k: write_run(tmp_path, [record(1, trial_seed=t, val=(0.5, 0.5))]).name

@@ -36,7 +36,7 @@ import pandas as pd
 from ..cache import stable_hash
 from ..errors import UserError
 from ..metrics import METRICS
-from ..training.records import DONE, RESULTS, SWEEPS, RunArgs
+from ..training.records import CONFIG, DONE, RESULTS, SWEEPS, RunArgs, decode_config
 
 ROLES = ("val", "oracle", "id", "ood")
 GROUP_ROLES = ("id", "ood")
@@ -244,6 +244,8 @@ def own_rows(rows: list[dict[str, Any]], dir_name: str) -> tuple[list[dict[str, 
 
 def record_row(rec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The flat row of one record; raises KeyError / TypeError on anything that is not one."""
+    # an infinite hparam (RCL's m = inf) is stored encoded; its column and hash want the float
+    rec = {k: decode_config(v) if k in CONFIG else v for k, v in rec.items()}
     args = RunArgs(**rec["args"])
     ds, metrics = rec["dataset"], rec["metrics"]
     data_args = dict(ds.get("args") or args.dataset_args)

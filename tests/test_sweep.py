@@ -545,6 +545,22 @@ def test_dry_run_prints_train_commands_that_reproduce_the_jobs(tmp_path, capsys)
     assert "3 ran" in capsys.readouterr().out  # the hand-run job is the sweep's own job
 
 
+def test_a_hand_run_epochs_command_records_the_sweep_jobs_own_id(tmp_path, capsys):
+    """`train --epochs 1` parses a float, the sweep file's `epochs: 1` an int; both must be one
+    run (one id), or collect splits the hand-run job from its sweep cell."""
+    assert RunArgs("toy", epochs=3.0).run_id() == RunArgs("toy", epochs=3).run_id()
+    path = write(tmp_path, "datasets: [toy]\nalgorithms: [ERM]\ntrial_seeds: [0]\nepochs: 1\n")
+    out = tmp_path / "out"
+    assert cli("sweep", "launch", path, "--output-root", out, "--dry-run") == 0
+    [line] = [l for l in capsys.readouterr().out.splitlines() if l.startswith("domainbed-sc train")]
+    argv = shlex.split(line)[1:] + ["--quiet"]
+    argv[argv.index("--device") + 1] = "cpu"
+    assert main(argv) == 0
+    [job] = sweep_jobs(path, out)[1]
+    records = list(read_records(job.dir / RESULTS))
+    assert records and all(RunArgs(**r["args"]).run_id() == job.args.run_id() for r in records)
+
+
 def test_hparams_per_trial_key_reaches_every_job_and_defaults_off(tmp_path):
     base = "datasets: [toy]\nalgorithms: [ERM]\nn_hparams: 2\ntrial_seeds: [0, 1]\n"
     off = load_sweep(write(tmp_path, base, "off.yaml")).runs()

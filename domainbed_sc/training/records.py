@@ -103,6 +103,9 @@ class RunArgs:
             value, check = getattr(self, f.name), f.metadata["run"].check
             if check is not None and value is not None:
                 check(value, f.name)
+        # `train --epochs 3` parses a float, a sweep file's `epochs: 3` an int: one run, one id
+        if isinstance(self.epochs, float) and self.epochs.is_integer():
+            self.epochs = int(self.epochs)
 
     def as_dict(self) -> dict[str, Any]:
         """The arguments; ``hparams_per_trial`` only where set, so that runs from before it

@@ -19,15 +19,20 @@ from domainbed_sc.sweep import sweep_jobs  # noqa: E402
 from domainbed_sc.training.records import CHECKPOINT, DONE, RESULTS, read_records  # noqa: E402
 
 
+def _launch_parallel(sweep: Path, out: Path, output: int) -> subprocess.Popen:
+    """A 2-worker parallel launch in its own session (so killpg reaches every worker)."""
+    return subprocess.Popen([sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(sweep),
+                             "--output-root", str(out), "--device", "cpu", "--launcher", "parallel",
+                             "--workers", "2"], stdout=output, stderr=output, text=True,
+                            env=fault_injection.ENV, start_new_session=True)
+
+
 def test_a_killed_worker_is_one_line_and_the_next_launch_resumes(tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text(fault_injection.SWEEP.format(seeds=[0, 1, 2, 3], steps=400, freq=40))
     out = tmp_path / "out"
     _, jobs = sweep_jobs(sweep, out)
-    proc = subprocess.Popen([sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(sweep),
-                             "--output-root", str(out), "--device", "cpu", "--launcher", "parallel",
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=fault_injection.ENV, start_new_session=True)
+    proc = _launch_parallel(sweep, out, subprocess.PIPE)
     try:
         deadline = time.time() + 120
         while not any((j.dir / CHECKPOINT).exists() for j in jobs) and time.time() < deadline:
@@ -67,10 +72,7 @@ def test_a_killed_launcher_takes_its_workers_with_it(tmp_path):
     sweep.write_text(fault_injection.SWEEP.format(seeds=[0, 1], steps=4000, freq=40))
     out = tmp_path / "out"
     _, jobs = sweep_jobs(sweep, out)
-    proc = subprocess.Popen([sys.executable, "-m", "domainbed_sc", "sweep", "launch", str(sweep),
-                             "--output-root", str(out), "--device", "cpu", "--launcher", "parallel",
-                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=fault_injection.ENV, start_new_session=True)
+    proc = _launch_parallel(sweep, out, subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while not any((j.dir / CHECKPOINT).exists() for j in jobs) and time.time() < deadline:
